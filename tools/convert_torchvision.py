@@ -1,0 +1,63 @@
+"""Convert torchvision DeepLabV3 weights: ``python tools/convert_torchvision.py SRC.pth DST.pth``.
+
+SRC is the state dict of torchvision's ``deeplabv3_resnet50`` or ``deeplabv3_resnet101`` (with or
+without its auxiliary FCN head), e.g. ``deeplabv3_resnet50_coco-cd0a2569.pth`` from
+``torch.hub``'s cache; DST is an mmengine checkpoint of the plugin config that reproduces
+torchvision's architecture (``configs/torchvision/deeplabv3_r{50,101}-tv_os8_voc12aug-513x513.py``,
+picked from the source's depth unless ``--config`` is given). The converted model computes the
+same logits as torchvision's. Anything that does not fit (unknown, surplus or missing keys,
+another class count, a config that is not torchvision's architecture) prints the offending keys
+and exits with status 2, writing nothing. The logic lives in
+:mod:`deeplabv3_plugin.utils.torchvision_convert`.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+from deeplabv3_plugin.engine.errors import UserInputError
+from deeplabv3_plugin.utils.torchvision_convert import (convert_torchvision_checkpoint,
+                                                        default_config_for,
+                                                        detect_resnet_depth,
+                                                        load_torchvision_state_dict)
+
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'torchvision')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Convert torchvision's deeplabv3_resnet50/101 state dict into a checkpoint "
+        'of the DeepLabV3 plugin (same outputs).')
+    parser.add_argument('src', help='torchvision DeepLabV3 state dict (.pth)')
+    parser.add_argument('dst', help='output checkpoint (.pth, mmengine format)')
+    parser.add_argument(
+        '--config', help='plugin config of the target model (default: '
+        'configs/torchvision/deeplabv3_r<depth>-tv_os8_voc12aug-513x513.py for the depth of SRC)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override config entries, e.g. model.decode_head.num_classes=5 '
+        'model.auxiliary_head.num_classes=5 for a torchvision model fine-tuned on 5 classes')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    config = args.config
+    if config is None:
+        config = default_config_for(detect_resnet_depth(load_torchvision_state_dict(args.src)),
+                                    CONFIG_DIR)
+    meta = convert_torchvision_checkpoint(args.src, args.dst, config, args.cfg_options)
+    print(f'Converted {meta["num_tensors"]} tensors of a torchvision DeepLabV3-ResNet'
+          f'{meta["depth"]} into {args.dst} for config {config}.')
+    for note in meta['notes']:
+        print(f'Note: {note}')
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserInputError as error:
+        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
+        sys.exit(2)
