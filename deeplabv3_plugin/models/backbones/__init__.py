@@ -1,1 +1,3 @@
-__all__ = []
+from .multigrid_resnet import CascadedBlock, MultiGridResNet, Subsample
+
+__all__ = ['CascadedBlock', 'MultiGridResNet', 'Subsample']
