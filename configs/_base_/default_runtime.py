@@ -1,0 +1,36 @@
+# Runtime shared by every DeepLabV3 experiment.
+#
+# mmseg's own runtime (default scope, logging, visualiser, env_cfg) already says the right thing,
+# so it is inherited by scope (resolved from the installed mmseg's .mim/configs) and only what the
+# plugin adds is written here.
+_base_ = ['mmseg::_base_/default_runtime.py']
+
+# Registers MultiGridResNet, DeepLabV3Head, DeepLabV3, the bootstrapping samplers, ... in mmseg's
+# registries when the config is loaded; a failed import is an error, not a silent fallback to
+# mmseg's own classes.
+custom_imports = dict(imports=['deeplabv3_plugin'], allow_failed_imports=False)
+default_scope = 'mmseg'
+
+# Test-time augmentation, switched on by `tools/test.py --tta`: the paper's multi-scale test
+# (Sec. 4.2, Tab. 4 and 6) averages the class *probabilities* of the scales {0.5, ..., 1.75}, and
+# "Flip" adds the left-right flipped input of every scale. SegTTAModel averages softmax outputs,
+# which is that definition. Rows that use other scales (Cityscapes, Tab. 12/13) or no flip
+# override `tta_pipeline`. Defined here, not in the dataset bases, because it is the same for
+# every dataset (the dataset's own test padding is done by the data preprocessor). Images and
+# labels load through the plugin's checked transforms, which name a file they cannot decode.
+tta_model = dict(type='SegTTAModel')
+tta_scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='CheckedLoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=s, keep_ratio=True) for s in tta_scales],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal'),
+            ],
+            [dict(type='CheckedLoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ]),
+]
