@@ -1,0 +1,5 @@
+# Tab. 3, Multi-Grid (2,2,2), block4: ResNet-101 cascade at output stride 16 whose units in block4
+# use the unit rates (2,2,2) times the block rate (Sec. 3.2): block4 (4, 4, 4).
+_base_ = ['./deeplabv3-block4_r101-d16_1xb16-30k_voc12aug-513x513.py']
+model = dict(backbone=dict(multi_grid=(2, 2, 2)))
+paper_ref = dict(table='Table 3', row='MG(2,2,2), block4', miou=71.45)

@@ -1,0 +1,5 @@
+# Tab. 2, ResNet-101 block4: block4 only (no cascaded block): the classifier sits on block4, output
+# stride 16, no multi-grid.
+_base_ = ['./deeplabv3-block7_r101-d16_1xb16-30k_voc12aug-513x513.py']
+model = dict(backbone=dict(num_cascade_blocks=0))
+paper_ref = dict(table='Table 2', row='ResNet-101, block4', miou=68.39)
