@@ -174,6 +174,8 @@ def test_scale_atrous_rates():
     (dict(in_channels=0), 'in_channels must be a positive int'),
     (dict(channels=0), 'channels must be a positive int'),
     (dict(image_pooling='yes'), 'image_pooling must be a bool'),
+    (dict(downsample_label='no'), "downsample_label must be a bool, got 'no'"),
+    (dict(norm_eval=1), 'norm_eval must be a bool, got 1'),
     (dict(project_dropout=1.0), r'project_dropout must be a float in \[0, 1\), got 1.0'),
     (dict(project_dropout=-0.1), 'project_dropout'),
     (dict(num_extra_convs=-1), 'num_extra_convs must be an int >= 0, got -1'),
@@ -260,6 +262,32 @@ def test_forward_matches_branchwise_computation():
         branches = [branch(x) for branch in head.aspp.convs] + [head.aspp.image_pool(x)]
         expected = head.conv_seg(head.aspp.project(torch.cat(branches, dim=1)))
         torch.testing.assert_close(head([x]), expected)
+
+
+def test_onnx_export_with_dynamic_sizes(tmp_path):
+    """Image pooling broadcasts instead of resizing: one graph serves every input size."""
+    onnxruntime = pytest.importorskip('onnxruntime')  # the `tests` extra installs it
+
+    class Wrapper(nn.Module):
+
+        def __init__(self, head):
+            super().__init__()
+            self.head = head
+
+        def forward(self, x):
+            return self.head([x])
+
+    model = Wrapper(_build_head()).eval()
+    path = str(tmp_path / 'head.onnx')
+    torch.onnx.export(
+        model, (torch.randn(1, IN_CHANNELS, 9, 9), ), path, input_names=['x'],
+        output_names=['logits'], dynamic_axes={'x': {0: 'n', 2: 'h', 3: 'w'}}, dynamo=False)
+    session = onnxruntime.InferenceSession(path)
+    for shape in [(1, IN_CHANNELS, 9, 9), (2, IN_CHANNELS, 13, 7)]:
+        x = torch.randn(*shape)
+        (got, ) = session.run(None, {'x': x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got), model(x), atol=1e-4, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------- batch size 1

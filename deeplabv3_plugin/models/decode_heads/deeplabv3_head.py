@@ -219,6 +219,9 @@ class DeepLabV3Head(BaseDecodeHead):
         norm_cfg = copy.deepcopy(norm_cfg)
         _check_arguments(in_channels, channels, atrous_rates, rates_output_stride,
                          image_pooling, project_dropout, num_extra_convs, norm_cfg)
+        for name, value in (('downsample_label', downsample_label), ('norm_eval', norm_eval)):
+            if not isinstance(value, bool):
+                raise ValueError(f'{name} must be a bool, got {value!r}.')
         super().__init__(in_channels, channels, norm_cfg=norm_cfg, **kwargs)
         if not isinstance(self.in_channels, int):
             raise ValueError(
@@ -227,8 +230,8 @@ class DeepLabV3Head(BaseDecodeHead):
         self.atrous_rates = tuple(atrous_rates)
         self.rates_output_stride = rates_output_stride
         self.image_pooling = image_pooling
-        self.downsample_label = bool(downsample_label)
-        self.norm_eval = bool(norm_eval)
+        self.downsample_label = downsample_label
+        self.norm_eval = norm_eval
         layer_cfg = dict(conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
         self.aspp = ASPP(
             self.in_channels,
