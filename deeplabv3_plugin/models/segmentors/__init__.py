@@ -1,1 +1,3 @@
-__all__ = []
+from .deeplabv3 import DeepLabV3
+
+__all__ = ['DeepLabV3']
