@@ -1,0 +1,224 @@
+"""What each command-line option of ``tools/train.py`` and ``tools/test.py`` does to the config.
+
+The tools stay thin (parse arguments, call these, hand the config to the ``Runner``), and every
+option is one function here that a test can call on a config: the flags mean the same as in
+mmseg's own tools, plus the checks that turn user mistakes into clear errors
+(:class:`~deeplabv3_plugin.engine.errors.UserInputError`).
+"""
+import inspect
+import logging
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+from mmengine.device import get_device
+from mmengine.logging import print_log
+from mmengine.registry import DefaultScope
+from mmengine.runner import find_latest_checkpoint
+from mmseg.registry import MODELS
+
+from .config_checks import check_file_exists
+from .errors import UserInputError
+
+__all__ = [
+    'add_custom_hook', 'check_checkpoint_arg', 'enable_amp', 'enable_tta',
+    'enable_visualization', 'set_resume', 'set_test_output_dir', 'set_test_output_stride',
+    'set_work_dir'
+]
+
+_COMPATIBILITY_HOOK = dict(type='CheckpointCompatibilityHook')
+
+
+def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None:
+    """``--work-dir``; else the config's ``work_dir``; else ``./work_dirs/<config name>``.
+
+    The same rule as mmseg's tools, so mim, mmseg's scripts and these tools agree on where a
+    config's run lives (``--resume`` looks for checkpoints there).
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: mmengine's ``AmpOptimWrapper`` (float16 autocast, dynamic loss scaling).
+
+    Raises:
+        UserInputError: No accelerator (mmengine's AMP wrapper asserts one), or the config's
+            optimizer wrapper is neither ``OptimWrapper`` nor ``AmpOptimWrapper``.
+    """
+    device = get_device()
+    if device == 'cpu':
+        raise UserInputError(
+            "--amp: mixed-precision training uses mmengine's AmpOptimWrapper, which needs a "
+            'CUDA, NPU, MLU or MUSA device, and this machine has none (mmengine.device.'
+            "get_device() is 'cpu'). Drop --amp to train in float32 on the CPU.")
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type == 'AmpOptimWrapper':
+        print_log('--amp: AMP training is already enabled in the config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise UserInputError(
+            f'--amp: optim_wrapper.type is {wrapper_type!r}; --amp can only turn the plain '
+            "'OptimWrapper' into 'AmpOptimWrapper'. Configure AMP in the config instead.")
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def add_custom_hook(cfg: Config, hook: dict) -> None:
+    """Append ``hook`` to ``cfg.custom_hooks`` unless a hook of its type is already there."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == hook['type'] for h in hooks):
+        hooks.append(dict(hook))
+    cfg.custom_hooks = hooks
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """``--resume`` (``'auto'``: the latest checkpoint of the work dir) or ``--resume CKPT``.
+
+    ``'auto'`` resumes the checkpoint named by ``<work_dir>/last_checkpoint`` (written by
+    mmengine's ``CheckpointHook`` after each complete save, so a run killed mid-save resumes the
+    previous, complete file). With no checkpoint yet the run starts from the beginning, as
+    mmengine does, with a warning; the config's ``load_from`` (e.g. initial weights) is then used
+    as usual. Unlike plain mmengine, a config's ``load_from`` never replaces the work dir's
+    latest checkpoint as the point to resume from. Resumed checkpoints must fit the model fully
+    (:class:`~deeplabv3_plugin.engine.checkpoint_checks.CheckpointCompatibilityHook`).
+
+    Args:
+        cfg: The config, with ``work_dir`` already set.
+        resume: None (no resuming), ``'auto'``, or a checkpoint path.
+    """
+    cfg.resume = False
+    if resume is None:
+        return
+    if resume == 'auto':
+        checkpoint = find_latest_checkpoint(cfg.work_dir)
+        if checkpoint is None:
+            print_log(f'--resume: no checkpoint in work dir {cfg.work_dir!r} (no last_checkpoint '
+                      'file); training starts from the beginning.', logger='current',
+                      level=logging.WARNING)
+            return
+        check_file_exists(checkpoint, 'checkpoint', f'{osp.join(cfg.work_dir, "last_checkpoint")}'
+                          ' names it as the latest checkpoint; pass --resume CKPT to pick one.')
+    else:
+        checkpoint = resume
+        check_file_exists(checkpoint, '--resume checkpoint',
+                          'Expected a checkpoint saved by a training run (e.g. '
+                          '<work_dir>/iter_1000.pth), or --resume alone for the latest one.')
+    cfg.load_from = checkpoint
+    cfg.resume = True
+    add_custom_hook(cfg, _COMPATIBILITY_HOOK)
+
+
+def check_checkpoint_arg(checkpoint: str) -> None:
+    """Refuse a local checkpoint path that is not a file (URLs and ``scheme://`` pass through)."""
+    if '://' in checkpoint:
+        return
+    check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
+                      'tools/train.py (e.g. work_dirs/<config name>/iter_<N>.pth).')
+
+
+def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
+    """``--output-stride N``: evaluate at another output stride (paper Sec. 4.3, Table 4, 6).
+
+    Training at OS 16 and evaluating at OS 8 is the paper's best single-scale inference: the same
+    weights, denser features (block3/block4 rates and the ASPP rates double). It is the plugin
+    segmentor's ``test_output_stride`` argument (``type='DeepLabV3'``); other segmentors have no
+    way to change their stride after building, so they are refused rather than silently ignored.
+
+    Raises:
+        UserInputError: ``N`` is not positive, or the model type has no ``test_output_stride``.
+    """
+    if output_stride is None:
+        return
+    if output_stride <= 0:
+        raise UserInputError(f'--output-stride must be a positive integer, got {output_stride}.')
+    model_type = cfg.model.get('type')
+    scope = cfg.get('default_scope') or 'mmseg'
+    with DefaultScope.overwrite_default_scope(scope):
+        model_cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    if model_cls is None:
+        raise UserInputError(f'--output-stride: model type {model_type!r} is not registered in '
+                             "mmseg's MODELS (is custom_imports missing from the config?).")
+    if not _accepts_argument(model_cls, 'test_output_stride'):
+        raise UserInputError(
+            f'--output-stride {output_stride}: model type {model_type!r} '
+            f'({model_cls.__module__}.{model_cls.__qualname__}) has no test_output_stride '
+            "argument, so it cannot be evaluated at another output stride. Use the plugin's "
+            "segmentor, model = dict(type='DeepLabV3', ...) (deeplabv3_plugin.models), or drop "
+            '--output-stride.')
+    cfg.model.test_output_stride = output_stride
+
+
+def _accepts_argument(cls: type, name: str) -> bool:
+    """Whether ``cls(...)`` takes keyword ``name``, following ``**kwargs`` up the MRO."""
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        if name in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+    return False
+
+
+def enable_tta(cfg: Config) -> None:
+    """``--tta``: multi-scale + flip inference (paper Table 4/6 "MS+Flip"), as mmseg's test.py.
+
+    The test pipeline becomes ``cfg.tta_pipeline`` and the model is wrapped in
+    ``cfg.tta_model`` (``SegTTAModel``: softmax probabilities averaged over the views).
+
+    Raises:
+        UserInputError: The config has no ``tta_pipeline`` or ``tta_model``.
+    """
+    missing = [key for key in ('tta_pipeline', 'tta_model') if cfg.get(key) is None]
+    if missing:
+        raise UserInputError(
+            f'--tta: the config has no {" and no ".join(missing)}. Expected '
+            "tta_model = dict(type='SegTTAModel') and a tta_pipeline with TestTimeAug (as in "
+            "mmseg's configs/_base_/datasets/*.py); inherit them or drop --tta.")
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = False,
+                         wait_time: float = 2.0) -> None:
+    """``--show-dir DIR`` / ``--show``: draw every test image with its prediction overlaid.
+
+    Turns on mmseg's ``SegVisualizationHook`` (``draw=True``) for every image (``interval=1``;
+    mmseg's default of 50 would skip 49 of 50 images) and points the visualizer at ``DIR``:
+    mmengine's ``LocalVisBackend`` writes ``DIR/vis_data/vis_image/test_<image name>_<step>.png``,
+    the image on the left blended with the predicted classes' palette colours.
+
+    Raises:
+        UserInputError: The config has no ``default_hooks.visualization``.
+    """
+    if not (show or show_dir):
+        return
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise UserInputError(
+            '--show-dir/--show: the config has no default_hooks.visualization; expected '
+            "default_hooks = dict(visualization=dict(type='SegVisualizationHook')) (mmseg's "
+            'default_runtime.py has it).')
+    hook.draw = True
+    hook.interval = 1
+    if show:
+        hook.show = True
+        hook.wait_time = wait_time
+    if show_dir:
+        cfg.visualizer.save_dir = show_dir
+        print_log(f'--show-dir: overlays go to {osp.join(show_dir, "vis_data", "vis_image")}',
+                  logger='current')
+
+
+def set_test_output_dir(cfg: Config, out: Optional[str]) -> None:
+    """``--out DIR``: keep the predicted label maps as PNGs in ``DIR`` (``IoUMetric``)."""
+    if out is None:
+        return
+    cfg.test_evaluator['output_dir'] = out
+    cfg.test_evaluator['keep_results'] = True

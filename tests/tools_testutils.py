@@ -1,0 +1,110 @@
+"""Shared helpers of the tool tests: a tiny generated VOC dataset and running tools as users do.
+
+Used by test_tools.py, test_distributed.py and test_resume.py (not a test module itself).
+"""
+import importlib.util
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py')
+TRAIN_TOOL = osp.join(REPO_ROOT, 'tools', 'train.py')
+TEST_TOOL = osp.join(REPO_ROOT, 'tools', 'test.py')
+PYTHON = sys.executable
+BIN_DIR = osp.dirname(PYTHON)
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module, to call its ``main(argv)`` in-process.
+
+    Used for the error paths that stop before any training starts: the same code as the
+    subprocess, without paying the interpreter start-up for each case.
+    """
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}',
+                                                  osp.join(REPO_ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_voc_dataset(root: str, num_train: int = 4, num_val: int = 2, size: int = 40,
+                     seed: int = 0) -> str:
+    """Write a VOC-layout dataset of random rectangles on noise; returns ``root``.
+
+    ``JPEGImages/*.jpg``, ``SegmentationClass/*.png`` (class ids 0..20, 255 on a one-pixel
+    border like VOC's void outlines) and ``ImageSets/Segmentation/{train,val}.txt``.
+    """
+    rng = np.random.default_rng(seed)
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        os.makedirs(osp.join(root, sub), exist_ok=True)
+    names = [f'img_{i:03d}' for i in range(num_train + num_val)]
+    for name in names:
+        image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        label = np.zeros((size, size), dtype=np.uint8)
+        for _ in range(2):
+            cls = int(rng.integers(1, 21))
+            y0, x0 = rng.integers(0, size // 2, 2)
+            h, w = rng.integers(size // 4, size // 2, 2)
+            label[y0:y0 + h, x0:x0 + w] = cls
+            image[y0:y0 + h, x0:x0 + w] = (cls * 12, 255 - cls * 12, (cls * 37) % 256)
+        label[[0, -1], :] = 255
+        label[:, [0, -1]] = 255
+        cv2.imwrite(osp.join(root, 'JPEGImages', f'{name}.jpg'), image)
+        cv2.imwrite(osp.join(root, 'SegmentationClass', f'{name}.png'), label)
+    split_dir = osp.join(root, 'ImageSets', 'Segmentation')
+    with open(osp.join(split_dir, 'train.txt'), 'w') as f:
+        f.write('\n'.join(names[:num_train]) + '\n')
+    with open(osp.join(split_dir, 'val.txt'), 'w') as f:
+        f.write('\n'.join(names[num_train:]) + '\n')
+    return root
+
+
+def tool_env(data_root: str) -> Dict[str, str]:
+    """The environment of a tool subprocess: the tiny dataset, the venv's bin first, no GPU."""
+    env = dict(os.environ)
+    env['DEEPLABV3_TOOLS_DATA'] = data_root
+    env['PATH'] = BIN_DIR + os.pathsep + env.get('PATH', '')
+    env['CUDA_VISIBLE_DEVICES'] = ''  # the tests pin the CPU path, also on a GPU machine
+    env['OMP_NUM_THREADS'] = '1'
+    env['PYTHONWARNINGS'] = 'ignore'
+    return env
+
+
+def run(cmd: Sequence[str], env: Dict[str, str], cwd: Optional[str] = None,
+        timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``cmd``, capturing its output as text."""
+    return subprocess.run(list(cmd), env=env, cwd=cwd or REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Fail the test with the tool's output when it did not exit with status 0."""
+    assert proc.returncode == 0, (
+        f'{" ".join(proc.args)} exited with {proc.returncode}\n--- stdout ---\n'
+        f'{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def train_cmd(work_dir: str, *extra: str, config: str = TINY_CONFIG) -> List[str]:
+    return [PYTHON, TRAIN_TOOL, config, '--work-dir', work_dir, *extra]
+
+
+def eval_cmd(checkpoint: str, work_dir: str, *extra: str, config: str = TINY_CONFIG) -> List[str]:
+    return [PYTHON, TEST_TOOL, config, checkpoint, '--work-dir', work_dir, *extra]
+
+
+def snapshot(directory: str) -> Dict[str, bytes]:
+    """Every file under ``directory`` with its contents, to prove nothing was changed."""
+    files = {}
+    for base, _, names in os.walk(directory):
+        for name in names:
+            path = osp.join(base, name)
+            with open(path, 'rb') as f:
+                files[osp.relpath(path, directory)] = f.read()
+    return files

@@ -1,0 +1,66 @@
+"""Train a segmentor from a config: ``python tools/train.py CONFIG [options]``.
+
+The flags are those of mmseg's ``tools/train.py``; what the plugin adds happens in
+:mod:`deeplabv3_plugin.engine`: checked ``--cfg-options`` keys, ``--resume [CKPT]`` that refuses a
+checkpoint of another model, and distributed runs on CPUs (``bash tools/dist_train.sh CONFIG N``
+with gloo). Errors in the user's input print one paragraph and exit with status 2.
+"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+import deeplabv3_plugin  # noqa: F401  (registers the plugin's components and checkpoint loader)
+from deeplabv3_plugin.engine import (UserInputError, build_runner, check_cfg_options, load_config,
+                                     setup_distributed)
+from deeplabv3_plugin.engine.tool_options import enable_amp, set_resume, set_work_dir
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a segmentor (DeepLabV3 plugin for mmseg).')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints (default: the '
+                        "config's work_dir, else ./work_dirs/<config name>)")
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+        help='continue an interrupted run: alone, from the latest checkpoint in the work dir; '
+        'with CKPT, from that checkpoint. Optimizer, LR schedule and iteration count are restored')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training (needs a GPU)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override config entries, e.g. model.backbone.depth=101 '
+        'train_dataloader.batch_size=8 (lists: key="[a,b]"). Keys must exist, except new leaf '
+        'keys that are not near-copies of existing ones')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher (pytorch: torchrun / tools/dist_train.sh)')
+    # torch.distributed.launch (used by mim) passes --local-rank; torchrun sets LOCAL_RANK.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    check_cfg_options(cfg, args.cfg_options, args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args.work_dir, args.config)
+    if args.amp:
+        enable_amp(cfg)
+    set_resume(cfg, args.resume)
+    setup_distributed(cfg)
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except UserInputError as error:
+        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
+        sys.exit(2)
