@@ -628,8 +628,7 @@ def _batch(batch_size, size=33):
     return dict(inputs=inputs, data_samples=_samples(_random_labels(batch_size, size)))
 
 
-@pytest.mark.parametrize('batch_size', [1, 4])
-@pytest.mark.parametrize('downsample_label', [False, True])
+@pytest.mark.parametrize('batch_size, downsample_label', [(1, False), (4, False), (1, True)])
 def test_encoder_decoder_loss(batch_size, downsample_label):
     model = _tiny_encoder_decoder(downsample_label=downsample_label)
     model.train()
@@ -667,3 +666,50 @@ def test_encoder_decoder_batch1_train_step_then_predict_at_os8():
     assert len(results) == 2
     assert results[0].pred_sem_seg.data.shape == (1, 33, 33)
     assert results[0].seg_logits.data.shape == (NUM_CLASSES, 33, 33)
+
+
+def _tiny_multigrid_model(**head_kwargs):
+    """The paper's parallel model, tiny: MultiGridResNet-50 (base 8: 256 out channels)."""
+    init_default_scope('mmseg')
+    cfg = dict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(
+            type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
+            size=(33, 33)),
+        backbone=dict(
+            type='MultiGridResNet', depth=50, stem_channels=16, base_channels=8,
+            output_stride=16, multi_grid=(1, 2, 4)),
+        decode_head=_head_cfg(in_channels=256, **head_kwargs),
+        train_cfg=dict(),
+        test_cfg=dict(mode='whole'))
+    return MODELS.build(ConfigDict(cfg))
+
+
+@pytest.mark.parametrize('batch_size', [1, 4])
+def test_multigrid_resnet_model_loss(batch_size):
+    model = _tiny_multigrid_model()
+    model.train()
+    data = model.data_preprocessor(_batch(batch_size), training=True)
+    losses = model(**data, mode='loss')
+    assert torch.isfinite(losses['decode.loss_ce'])
+    losses['decode.loss_ce'].backward()
+    assert torch.isfinite(model.decode_head.conv_seg.weight.grad).all()
+
+
+def test_multigrid_resnet_model_switches_to_os8_with_the_head():
+    from deeplabv3_plugin.models.utils import set_output_stride
+    model = _tiny_multigrid_model()
+    model.eval()
+    state = copy.deepcopy(model.state_dict())
+    inputs = model.data_preprocessor(_batch(2), training=False)['inputs']
+    with torch.no_grad():
+        assert model.decode_head(model.extract_feat(inputs)).shape[-2:] == (3, 3)  # 33 / 16
+        set_output_stride(model, 8)
+        assert model.decode_head.effective_rates == (12, 24, 36)
+        assert model.decode_head(model.extract_feat(inputs)).shape[-2:] == (5, 5)  # 33 / 8
+        results = model.test_step(_batch(2))
+    assert results[0].pred_sem_seg.data.shape == (1, 33, 33)
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+    set_output_stride(model, 16)
+    assert model.decode_head.effective_rates == (6, 12, 18)
