@@ -668,11 +668,12 @@ def test_encoder_decoder_batch1_train_step_then_predict_at_os8():
     assert results[0].seg_logits.data.shape == (NUM_CLASSES, 33, 33)
 
 
-def _tiny_multigrid_model(**head_kwargs):
+def _tiny_multigrid_model(segmentor='EncoderDecoder', **segmentor_kwargs):
     """The paper's parallel model, tiny: MultiGridResNet-50 (base 8: 256 out channels)."""
     init_default_scope('mmseg')
     cfg = dict(
-        type='EncoderDecoder',
+        type=segmentor,
+        **segmentor_kwargs,
         data_preprocessor=dict(
             type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
             std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
@@ -680,21 +681,31 @@ def _tiny_multigrid_model(**head_kwargs):
         backbone=dict(
             type='MultiGridResNet', depth=50, stem_channels=16, base_channels=8,
             output_stride=16, multi_grid=(1, 2, 4)),
-        decode_head=_head_cfg(in_channels=256, **head_kwargs),
+        decode_head=_head_cfg(in_channels=256),
         train_cfg=dict(),
         test_cfg=dict(mode='whole'))
     return MODELS.build(ConfigDict(cfg))
 
 
 @pytest.mark.parametrize('batch_size', [1, 4])
-def test_multigrid_resnet_model_loss(batch_size):
-    model = _tiny_multigrid_model()
+def test_deeplabv3_segmentor_trains_at_os16_and_evaluates_at_os8(batch_size):
+    """The plugin's segmentor pushes its one OS knob into the head (Table 6: train 16, eval 8)."""
+    model = _tiny_multigrid_model('DeepLabV3', output_stride=16, test_output_stride=8)
     model.train()
+    assert model.decode_head.effective_rates == (6, 12, 18)
     data = model.data_preprocessor(_batch(batch_size), training=True)
     losses = model(**data, mode='loss')
     assert torch.isfinite(losses['decode.loss_ce'])
     losses['decode.loss_ce'].backward()
     assert torch.isfinite(model.decode_head.conv_seg.weight.grad).all()
+
+    model.eval()
+    assert model.decode_head.effective_rates == (12, 24, 36)
+    with torch.no_grad():
+        results = model.test_step(_batch(batch_size))
+    assert results[0].pred_sem_seg.data.shape == (1, 33, 33)
+    model.train()
+    assert model.decode_head.effective_rates == (6, 12, 18)
 
 
 def test_multigrid_resnet_model_switches_to_os8_with_the_head():
