@@ -343,9 +343,10 @@ class DeepLabV3Head(BaseDecodeHead):
         return loss
 
 
-def _check_arguments(in_channels: Union[int, Sequence[int]], channels: int, atrous_rates: Sequence[int],
-                     rates_output_stride: int, image_pooling: bool, project_dropout: float,
-                     num_extra_convs: int, norm_cfg: Optional[Dict]) -> None:
+def _check_arguments(in_channels: Union[int, Sequence[int]], channels: int,
+                     atrous_rates: Sequence[int], rates_output_stride: int, image_pooling: bool,
+                     project_dropout: float, num_extra_convs: int,
+                     norm_cfg: Optional[Dict]) -> None:
     """Fail at construction, naming the argument, its value and what is allowed."""
     in_channel_list = in_channels if isinstance(in_channels, (list, tuple)) else [in_channels]
     if not in_channel_list or not all(_is_positive_int(c) for c in in_channel_list):
