@@ -1,4 +1,4 @@
-"""MultiGridResNet: structure pinned conv by conv, checkpoint layouts, parity with mmseg's ResNet."""
+"""MultiGridResNet: every conv pinned, checkpoint layouts, parity with mmseg and torchvision."""
 import logging
 import re
 from collections import OrderedDict

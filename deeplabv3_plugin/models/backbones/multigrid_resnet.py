@@ -138,7 +138,8 @@ class MultiGridResNet(ResNet):
     shapes match: every tensor of units 2.. and conv2/conv3 and the norms of unit 1. Unit 1's
     conv1 (input width 2048, block4's is 1024) cannot be copied and keeps its initialisation; the
     log line lists every tensor that was not copied. ``cascade_init='random'`` keeps the default
-    initialisation of the cascaded blocks. The official TF code leaves them randomly initialised.
+    initialisation of the cascaded blocks (the paper does not say how it initialises them).
+    A checkpoint that has the cascaded blocks (a trained cascade model) loads as is.
 
     Args:
         depth (int): 18, 34, 50, 101 or 152.
