@@ -12,4 +12,3 @@ model = dict(
     backbone=dict(multi_grid=(1, 2, 4)),
     decode_head=dict(atrous_rates=(6, 12, 18), image_pooling=True, num_classes=19))
 paper_ref = dict(table='Table 12', row='OS=16', miou=77.23)
-
