@@ -1,1 +1,10 @@
-__all__ = []
+"""Inference API and the fast inference path (channels_last, BN folding, bf16 autocast)."""
+from .fast_inference import (FastInferenceModel, cpu_supports_bf16, fold_bn_into_conv,
+                             fuse_conv_bn, register_conv_bn_pairs)
+from .hooks import FastInferenceHook
+from .inference import inference_model, init_model
+
+__all__ = [
+    'FastInferenceModel', 'FastInferenceHook', 'cpu_supports_bf16', 'fold_bn_into_conv',
+    'fuse_conv_bn', 'init_model', 'inference_model', 'register_conv_bn_pairs'
+]
