@@ -218,6 +218,17 @@ def test_free_function_on_the_segmentor_moves_the_training_output_stride():
     assert model.backbone.output_stride == 32
 
 
+def test_mode_change_realigns_a_submodule_switched_on_its_own():
+    model = build(output_stride=16, test_output_stride=8).eval()
+    set_output_stride(model, 32)  # in eval mode: every module to 32, training OS now 32
+    assert model.backbone.output_stride == 32 and model.decode_head.output_stride == 32
+    model.eval()
+    assert model.backbone.output_stride == 8 and model.decode_head.output_stride == 8
+    model.backbone.set_output_stride(16)  # behind the segmentor's back
+    model.train()
+    assert model.backbone.output_stride == 32 and model.decode_head.output_stride == 32
+
+
 def test_without_output_stride_the_submodules_values_are_used():
     model = build(backbone=dict(BACKBONE, output_stride=8), decode_head=probe_head(output_stride=8),
                   test_output_stride=16)
@@ -251,7 +262,11 @@ def test_rejected_test_output_stride_leaves_the_model_untouched():
     assert model.test_output_stride is None
 
 
-def test_model_without_switchable_modules_is_rejected():
-    with pytest.raises(ValueError, match=r'no submodule defines set_output_stride'):
-        build(backbone=dict(type='ResNetV1c', depth=18, base_channels=4, stem_channels=8),
-              decode_head=dict(aspp_head(), in_channels=32), output_stride=16)
+@pytest.mark.parametrize('knob', ['output_stride', 'test_output_stride'])
+def test_knob_without_switchable_modules_is_rejected(knob):
+    fixed = dict(backbone=dict(type='ResNetV1c', depth=18, base_channels=4, stem_channels=8),
+                 decode_head=dict(aspp_head(), in_channels=32))
+    assert build(**fixed).output_stride is None  # no knob given: a plain EncoderDecoder
+    with pytest.raises(ValueError, match=rf'{knob}=8 cannot be applied: no submodule defines '
+                       r'set_output_stride'):
+        build(**fixed, **{knob: 8})

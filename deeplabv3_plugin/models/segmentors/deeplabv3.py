@@ -42,8 +42,8 @@ class DeepLabV3(EncoderDecoder):
 
     Raises:
         ValueError: If an output stride is not a power of two or is rejected by a submodule,
-            if no submodule defines ``set_output_stride``, or if ``output_stride`` is None and
-            the submodules' configured output strides differ.
+            if one is given but no submodule defines ``set_output_stride``, or if
+            ``output_stride`` is None and the submodules' configured output strides differ.
 
     Example:
         >>> model = MODELS.build(dict(type='DeepLabV3', output_stride=16,
@@ -57,11 +57,6 @@ class DeepLabV3(EncoderDecoder):
                  test_output_stride: Optional[int] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if not self._stride_modules():
-            raise ValueError(
-                'DeepLabV3: no submodule defines set_output_stride(output_stride), so '
-                'output_stride/test_output_stride cannot be applied; use a backbone such as '
-                'MultiGridResNet (or mmseg EncoderDecoder for a fixed-stride model).')
         if output_stride is None:
             self._output_stride = self._configured_output_stride()
         else:
@@ -95,6 +90,10 @@ class DeepLabV3(EncoderDecoder):
     def _apply_output_stride(self, output_stride: int, name: str) -> None:
         """Push ``output_stride`` to every OS-dependent submodule, naming the argument on error."""
         modules = self._stride_modules()
+        if not modules:
+            raise ValueError(
+                f'DeepLabV3: {name}={output_stride} cannot be applied: no submodule defines '
+                f'set_output_stride(output_stride); use a backbone such as MultiGridResNet.')
         try:
             for module in modules:
                 module.set_output_stride(output_stride)
@@ -120,6 +119,8 @@ class DeepLabV3(EncoderDecoder):
     def test_output_stride(self, value: Optional[int]) -> None:
         if value is not None:
             _check_power_of_two(value, 'test_output_stride')
+            if not self._stride_modules():
+                self._apply_output_stride(value, 'test_output_stride')  # raises, naming it
             if self._output_stride is None:
                 raise ValueError(
                     f'DeepLabV3: test_output_stride={value} needs a training output stride to '
@@ -147,13 +148,18 @@ class DeepLabV3(EncoderDecoder):
 
     def _sync_output_stride(self) -> None:
         """Apply the OS that the current mode calls for: the test OS in eval mode, else the
-        training OS."""
+        training OS.
+
+        Applied every time (a fraction of a millisecond: attribute writes on the convs), not only
+        when it changed, so a submodule switched behind the segmentor's back, e.g. by
+        ``set_output_stride(model.backbone, 8)``, is brought back in line by the next mode change.
+        """
         if not hasattr(self, '_test_output_stride'):
             return  # still in __init__
         wanted = self._output_stride
         if not self.training and self._test_output_stride is not None:
             wanted = self._test_output_stride
-        if wanted is not None and wanted != self._applied_output_stride:
+        if wanted is not None:
             self._apply_output_stride(wanted, 'output_stride')
 
     def train(self, mode: bool = True) -> 'DeepLabV3':
