@@ -23,7 +23,6 @@ import glob
 import os.path as osp
 from typing import Dict, Tuple
 
-import mmengine.config.config as mmengine_config
 import pytest
 import torch
 import torch.nn as nn
@@ -37,6 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
 from deeplabv3_plugin.engine.tool_options import enable_tta
 from deeplabv3_plugin.utils.paper_tables import PAPER_TABLES, find_row
+from _config_cache import cached_scoped_bases
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAPER_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'deeplabv3', '*.py')))
@@ -170,32 +170,12 @@ def test_expected_geometry_matches_the_papers_examples():
 # ----------------------------------------------------------------------------- helpers
 @pytest.fixture(scope='module', autouse=True)
 def _fast_and_scoped():
-    """One thread (the CI machine is shared), mmseg scope, and a cache for `mmseg::` bases.
-
-    mmengine resolves every `mmseg::` base by parsing all 106 YAML metafiles of mmseg (~0.7 s
-    each time); the answer never changes within a process, so it is cached here.
-    """
+    """One thread (the CI machine is shared), mmseg scope, cached `mmseg::` base lookups."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     init_default_scope('mmseg')
-    original = mmengine_config._get_external_cfg_path
-
-    @functools.lru_cache(maxsize=None)
-    def cached(package_path, cfg_file):
-        try:
-            return original(package_path, cfg_file), None
-        except ValueError as error:
-            return None, error
-
-    def lookup(package_path, cfg_file):
-        path, error = cached(package_path, cfg_file)
-        if error is not None:
-            raise error
-        return path
-
-    mmengine_config._get_external_cfg_path = lookup
-    yield
-    mmengine_config._get_external_cfg_path = original
+    with cached_scoped_bases():
+        yield
     torch.set_num_threads(threads)
 
 

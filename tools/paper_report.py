@@ -1,0 +1,43 @@
+"""Print the paper's tables with this project's mIoU beside them (markdown).
+
+    python tools/paper_report.py work_dirs                 # every work dir under work_dirs/
+    python tools/paper_report.py work_dirs/deeplabv3-aspp_* --tables 5 6 -o report.md
+
+Reads each run's config dump (its ``paper_ref`` and how it evaluated) and its mIoU (test json,
+validation scalars or log), and fills every row of the paper that the run measures; see
+:mod:`deeplabv3_plugin.utils.paper_report`. With no work dir, prints the paper's tables alone.
+Exit status 2 if a work dir does not exist or a table is unknown.
+"""
+import argparse
+import sys
+
+from deeplabv3_plugin.utils.paper_report import build_report
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Put this project's mIoU beside the paper's, table by table.")
+    parser.add_argument('work_dirs', nargs='*', metavar='WORK_DIR',
+                        help='work dirs of finished runs, or a directory holding work dirs')
+    parser.add_argument('--tables', nargs='+', metavar='N',
+                        help='only these tables, e.g. 1 6 12 (default: all)')
+    parser.add_argument('-o', '--output', help='also write the markdown to this file')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        report = build_report(args.work_dirs, args.tables)
+    except (FileNotFoundError, ValueError) as error:
+        sys.stderr.write(f'paper_report: error: {error}\n')
+        return 2
+    sys.stdout.write(report)
+    if args.output:
+        with open(args.output, 'w', encoding='utf-8') as f:
+            f.write(report)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
