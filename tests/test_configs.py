@@ -36,7 +36,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
 from deeplabv3_plugin.engine.tool_options import enable_tta
 from deeplabv3_plugin.utils.paper_tables import PAPER_TABLES, find_row
+from deeplabv3_plugin.utils.torchvision_convert import convert_state_dict
 from _config_cache import cached_scoped_bases
+from _torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAPER_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'deeplabv3', '*.py')))
@@ -393,8 +395,8 @@ def test_config_is_its_paper_row(path):
         assert cfg.load_from is None
     else:
         assert init is None and cfg.load_from, 'the whole model starts from a checkpoint'
-        if spec['start'] == 'coco':  # torchvision's COCO model, converted
-            assert 'torchvision-converted' in cfg.load_from
+        if spec['start'] == 'coco':  # torchvision's COCO model, by tools/convert_torchvision.py
+            assert cfg.load_from == 'checkpoints/deeplabv3_r101-tv_coco.pth'
         else:  # stage 2 starts from the last checkpoint of the COCO stage-1 experiment
             work_dir, checkpoint = osp.split(cfg.load_from)
             assert checkpoint == f'iter_{spec["iters"]}.pth'
@@ -434,6 +436,18 @@ def test_other_configs_load_build_and_forward(path):
     else:
         model = MODELS.build(ConfigDict(_to_bn(model_cfg.to_dict())))
     run_forward(model, model.decode_head.num_classes)
+
+
+def test_coco_row_takes_every_tensor_of_the_converted_torchvision_model():
+    """Tab. 6 "+ COCO" starts from tools/convert_torchvision.py's output. The row's model (paper
+    geometry: OS 16, MG(1,2,4), no auxiliary head) must hold every tensor of torchvision's
+    deeplabv3_resnet101 under the converter's key map, with the same shape."""
+    path = [p for p in PAPER_CONFIGS if '-coco-pre_' in p and 'voc12aug' in p][0]
+    model = build_model(load(path).model)
+    source = TorchvisionDeepLabV3(101, aux_loss=False, base_channels=BASE_CHANNELS,
+                                  head_channels=16).state_dict()
+    converted, _ = convert_state_dict(source, model.state_dict())
+    model.load_state_dict(converted, strict=True)
 
 
 def test_plugin_inside_mmseg_config_builds_and_forwards():
