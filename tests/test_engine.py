@@ -25,7 +25,7 @@ from deeplabv3_plugin.engine import (CheckpointCompatibilityHook, CheckpointMism
                                      check_cfg_options, check_state_dict_fits,
                                      compare_state_dicts, convert_sync_bn_cfg, load_config,
                                      prepare_cpu_distributed_cfg, torch_dist_env)
-from deeplabv3_plugin.engine.config_checks import cfg_option_problem
+from deeplabv3_plugin.engine.config_checks import cfg_option_problem, edit_distance
 from deeplabv3_plugin.engine.tool_options import (add_custom_hook, check_checkpoint_arg,
                                                   enable_amp, enable_tta, enable_visualization,
                                                   set_resume, set_test_output_dir,
@@ -45,6 +45,7 @@ def test_cfg_option_existing_and_new_keys_pass(cfg):
     assert cfg_option_problem(as_dict, 'model.backbone.depth') is None
     assert cfg_option_problem(as_dict, 'train_dataloader.dataset.pipeline.2.crop_size') is None
     # New keyword arguments with no look-alike sibling are a legitimate use.
+    assert 'output_stride' in as_dict['model'] and 'test_output_stride' not in as_dict['model']
     assert cfg_option_problem(as_dict, 'model.test_output_stride') is None
     assert cfg_option_problem(as_dict, 'model.backbone.norm_eval') is None
     assert cfg_option_problem(as_dict, 'work_dir') is None
@@ -56,6 +57,13 @@ def test_cfg_option_typo_of_existing_leaf(cfg):
     assert "'model.backbone.depth'" in problem
     problem = cfg_option_problem(cfg.to_dict(), 'train_cfg.max_iter')
     assert "'train_cfg.max_iters'" in problem
+
+
+def test_edit_distance():
+    assert edit_distance('dept', 'depth') == 1
+    assert edit_distance('chanels', 'channels') == 1
+    assert edit_distance('norm_eval', 'norm_cfg') == 4
+    assert edit_distance('', 'abc') == 3 and edit_distance('abc', 'abc') == 0
 
 
 def test_cfg_option_missing_parent(cfg):
@@ -279,16 +287,24 @@ def test_check_checkpoint_arg(tmp_path):
 
 
 def test_set_test_output_stride_refuses_models_without_the_knob(cfg):
+    cfg.model.type = 'EncoderDecoder'
     set_test_output_stride(cfg, None)
     assert 'test_output_stride' not in cfg.model
     with pytest.raises(UserInputError, match=r"model type 'EncoderDecoder' .* has no "
                        'test_output_stride'):
         set_test_output_stride(cfg, 8)
-    with pytest.raises(UserInputError, match='positive'):
-        set_test_output_stride(cfg, 0)
+    for bad in (0, 12, -8):
+        with pytest.raises(UserInputError, match=f'power of two .* got {bad}'):
+            set_test_output_stride(cfg, bad)
 
 
-def test_set_test_output_stride_on_a_model_that_accepts_it(cfg):
+def test_set_test_output_stride_on_the_plugin_segmentor(cfg):
+    assert cfg.model.type == 'DeepLabV3'
+    set_test_output_stride(cfg, 8)
+    assert cfg.model.test_output_stride == 8
+
+
+def test_set_test_output_stride_follows_kwargs_up_the_mro(cfg):
     from mmseg.models import EncoderDecoder
 
     class _StrideAware(EncoderDecoder):  # the contract DeepLabV3 implements

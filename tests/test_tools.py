@@ -9,6 +9,7 @@ import os.path as osp
 import re
 import shutil
 
+import cv2
 import pytest
 import torch
 
@@ -77,22 +78,32 @@ def test_test_in_the_training_work_dir_overwrites_nothing(trained, data_env):
     assert 'mIoU' in _metrics_json(work_dir)
 
 
-def test_test_tta_show_dir_and_out(trained, data_env, tmp_path):
+def test_test_tta_and_show_dir(trained, data_env, tmp_path):
     _, checkpoint = trained
-    show_dir, out_dir = str(tmp_path / 'show'), str(tmp_path / 'out')
-    proc = check_ok(run(eval_cmd(checkpoint, str(tmp_path / 'work'), '--tta', '--show-dir',
-                                 show_dir, '--out', out_dir), data_env))
-    output = proc.stdout + proc.stderr
-    assert 'SegTTAModel' in output or 'mIoU' in output
-    overlays = sorted(glob.glob(osp.join(show_dir, 'vis_data', 'vis_image', '*.png')))
-    assert [osp.basename(p).split('.jpg')[0] for p in overlays] == ['test_img_004',
-                                                                    'test_img_005']
-    import cv2
-    overlay = cv2.imread(overlays[0])
-    assert overlay.shape[0] == 40 and overlay.shape[1] >= 40  # image(s) at the input resolution
-    predictions = sorted(osp.basename(p) for p in glob.glob(osp.join(out_dir, '*.png')))
-    assert predictions == ['img_004.png', 'img_005.png']
+    show_dir = str(tmp_path / 'show')
+    check_ok(run(eval_cmd(checkpoint, str(tmp_path / 'work'), '--tta', '--show-dir', show_dir),
+                 data_env))
+    dumped = glob.glob(osp.join(str(tmp_path / 'work'), '*', 'tools_tiny.py'))
+    assert "type='SegTTAModel'" in open(dumped[0]).read()
     assert 'mIoU' in _metrics_json(str(tmp_path / 'work'))
+    overlays = sorted(glob.glob(osp.join(show_dir, 'vis_data', 'vis_image', '*.png')))
+    assert [osp.basename(p) for p in overlays] == ['test_img_004.jpg_0.png',
+                                                   'test_img_005.jpg_0.png']
+    overlay = cv2.imread(overlays[0])
+    # Ground truth and prediction side by side, each blended over the 40x40 image.
+    assert overlay.shape == (40, 80, 3)
+
+
+def test_test_output_stride_and_out(trained, data_env, tmp_path):
+    _, checkpoint = trained
+    out_dir = str(tmp_path / 'out')
+    check_ok(run(eval_cmd(checkpoint, str(tmp_path / 'work'), '--output-stride', '8', '--out',
+                          out_dir), data_env))
+    dumped = glob.glob(osp.join(str(tmp_path / 'work'), '*', 'tools_tiny.py'))
+    assert 'test_output_stride=8' in open(dumped[0]).read()
+    predictions = sorted(glob.glob(osp.join(out_dir, '*.png')))
+    assert [osp.basename(p) for p in predictions] == ['img_004.png', 'img_005.png']
+    assert cv2.imread(predictions[0], cv2.IMREAD_UNCHANGED).shape == (40, 40)
 
 
 def test_unknown_cfg_option_key(data_env, tmp_path):
@@ -136,7 +147,7 @@ def test_output_stride_needs_a_segmentor_with_it(in_process, trained, tmp_path):
     _, checkpoint = trained
     with pytest.raises(UserInputError, match="--output-stride 8: model type 'EncoderDecoder'"):
         test_tool.main([TINY_CONFIG, checkpoint, '--output-stride', '8', '--work-dir',
-                        str(tmp_path)])
+                        str(tmp_path), '--cfg-options', 'model.type=EncoderDecoder'])
 
 
 def test_tta_needs_tta_config(in_process, trained, tmp_path):
@@ -152,7 +163,7 @@ def test_checkpoint_of_another_model_is_refused(trained, data_env):
     # Same config with a wider head: the checkpoint was trained for another model.
     error = _error_of(run(eval_cmd(checkpoint, work_dir, '--cfg-options',
                                    'model.decode_head.channels=16'), data_env))
-    assert f"Checkpoint '{checkpoint}' does not fit the EncoderDecoder model" in error
+    assert f"Checkpoint '{checkpoint}' does not fit the DeepLabV3 model" in error
     assert re.search(r'decode_head\.\S+: checkpoint \(8, .*\) vs model \(16, ', error)
     after = snapshot(work_dir)
     assert {k: v for k, v in after.items() if k in before} == before

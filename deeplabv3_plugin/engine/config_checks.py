@@ -6,8 +6,8 @@ wrong model. :func:`check_cfg_options` refuses two kinds of key before anything 
 
 * a dotted key whose parent does not exist (``model.backbon.depth``) or is not a dict or list
   (``train_cfg.max_iters.x``), or a list index out of range;
-* a new leaf key that is a near-copy of an existing sibling (``dept`` next to ``depth``,
-  ``max_iter`` next to ``max_iters``), i.e. almost certainly a typo.
+* a new leaf key one or two typed characters away from an existing sibling (``dept`` next to
+  ``depth``, ``max_iter`` next to ``max_iters``), i.e. almost certainly a typo.
 
 New leaf keys with no close sibling (``model.test_output_stride=8``) are allowed: adding a keyword
 argument to a component is a legitimate use of ``--cfg-options``.
@@ -22,14 +22,15 @@ from .errors import UserInputError
 
 __all__ = [
     'ConfigOptionError', 'check_cfg_options', 'check_file_exists', 'cfg_option_problem',
-    'load_config'
+    'edit_distance', 'load_config'
 ]
 
-#: How similar (``difflib`` ratio) a new key must be to an existing sibling to count as a typo.
-#: 0.8 catches one dropped/added/swapped character in keys of 5+ characters (``dept``/``depth``
-#: 0.89, ``max_iter``/``max_iters`` 0.94) while allowing new keys such as ``norm_eval`` next to
-#: ``norm_cfg`` (0.71).
-TYPO_SIMILARITY = 0.8
+#: A new key at most this many single-character edits away from an existing sibling is taken
+#: for a typo: ``dept``/``depth`` and ``max_iter``/``max_iters`` are 1 apart, ``chanels``/
+#: ``channels`` 1, while real new keyword arguments such as ``norm_eval`` next to ``norm_cfg`` (4)
+#: or ``test_output_stride`` next to ``output_stride`` (5) are allowed. Keys of up to 4
+#: characters allow only 1 edit.
+TYPO_EDITS = 2
 _MAX_LISTED_KEYS = 15
 _DELETE_KEY = '_delete_'  # mmengine's "replace instead of merge" marker
 
@@ -69,8 +70,27 @@ def _listing(keys: List[str]) -> str:
     return shown + (f', ... ({len(keys)} keys)' if len(keys) > _MAX_LISTED_KEYS else '')
 
 
-def _suggest(word: str, candidates: List[str], cutoff: float) -> List[str]:
-    return difflib.get_close_matches(word, candidates, n=3, cutoff=cutoff)
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: single-character insertions, deletions and substitutions."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def _typo_of(word: str, candidates: List[str]) -> List[str]:
+    """Existing keys ``word`` is probably a misspelling of, closest first."""
+    limit = 1 if len(word) <= 4 else TYPO_EDITS
+    scored = sorted((edit_distance(word, c), c) for c in candidates)
+    return [c for distance, c in scored if distance <= limit][:3]
+
+
+def _suggest(word: str, candidates: List[str]) -> List[str]:
+    return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
 
 
 def cfg_option_problem(cfg: Mapping[str, Any], key: str) -> Optional[str]:
@@ -97,13 +117,13 @@ def cfg_option_problem(cfg: Mapping[str, Any], key: str) -> Optional[str]:
                 continue
             siblings = [str(k) for k in node]
             if is_leaf:
-                close = _suggest(part, siblings, TYPO_SIMILARITY)
+                close = _typo_of(part, siblings)
                 if not close:
                     return None  # a new keyword argument: allowed
                 return (f'{where} has no key {part!r}, and a new key so close to the existing '
                         f'{" / ".join(map(repr, close))} is almost certainly a typo. Did you '
                         f'mean {".".join(walked + [close[0]])!r}?')
-            close = _suggest(part, siblings, 0.6)
+            close = _suggest(part, siblings)
             hint = (f' Did you mean {".".join(walked + [close[0]])!r}?' if close else
                     f' Its keys are: {_listing(siblings)}.')
             return (f'{where} has no key {part!r}, so {key!r} has no parent to be set in '

@@ -129,12 +129,13 @@ def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
     way to change their stride after building, so they are refused rather than silently ignored.
 
     Raises:
-        UserInputError: ``N`` is not positive, or the model type has no ``test_output_stride``.
+        UserInputError: ``N`` is not a power of two, or the model type has no ``test_output_stride``.
     """
     if output_stride is None:
         return
-    if output_stride <= 0:
-        raise UserInputError(f'--output-stride must be a positive integer, got {output_stride}.')
+    if output_stride <= 0 or output_stride & (output_stride - 1):
+        raise UserInputError(f'--output-stride must be a power of two such as 8, 16 or 32 (the '
+                             f'ratio of input to feature resolution), got {output_stride}.')
     model_type = cfg.model.get('type')
     scope = cfg.get('default_scope') or 'mmseg'
     with DefaultScope.overwrite_default_scope(scope):
@@ -191,8 +192,9 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
 
     Turns on mmseg's ``SegVisualizationHook`` (``draw=True``) for every image (``interval=1``;
     mmseg's default of 50 would skip 49 of 50 images) and points the visualizer at ``DIR``:
-    mmengine's ``LocalVisBackend`` writes ``DIR/vis_data/vis_image/test_<image name>_<step>.png``,
-    the image on the left blended with the predicted classes' palette colours.
+    mmengine's ``LocalVisBackend`` writes ``DIR/vis_data/vis_image/test_<image file>_0.png``:
+    the image blended with the ground truth's class colours on the left (when the test set has
+    labels) and with the prediction's on the right.
 
     Raises:
         UserInputError: The config has no ``default_hooks.visualization``.
