@@ -15,7 +15,7 @@ import torch
 
 import deeplabv3_plugin  # noqa: F401  (the weights-only checkpoint loader the tools use)
 from tools_testutils import (PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run,
-                             tool_env)
+                             tool_env, train_cmd)
 
 DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
 DIST_TEST = osp.join(REPO_ROOT, 'tools', 'dist_test.sh')
@@ -82,3 +82,17 @@ def test_dist_scripts_print_usage():
     assert proc.returncode == 2 and 'usage: bash' in proc.stderr
     proc = run(['bash', DIST_TEST, TINY_CONFIG, 'ckpt.pth'], dict(os.environ))
     assert proc.returncode == 2 and 'usage: bash' in proc.stderr
+
+
+def test_slurm_launcher_on_cpu(dist_env, tmp_path):
+    # One srun task, as Slurm describes it: SLURM_* variables, no torchrun variables.
+    env = dict(dist_env, SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
+               SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1', MASTER_PORT=_free_port())
+    for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        env.pop(name, None)
+    proc = check_ok(run(train_cmd(str(tmp_path), '--launcher', 'slurm', '--cfg-options',
+                                  'train_cfg.max_iters=2', 'train_cfg.val_interval=2'), env))
+    output = proc.stdout + proc.stderr
+    assert 'Distributed launcher: slurm' in output and 'Distributed training: True' in output
+    assert 'CPU distributed run (slurm, world size 1)' in output
+    assert osp.isfile(osp.join(str(tmp_path), 'iter_2.pth'))

@@ -6,6 +6,7 @@ test_resume.py; here each piece is pinned on its own, on configs and tiny module
 import os
 import os.path as osp
 import socket
+from unittest import mock
 
 import pytest
 import torch
@@ -272,6 +273,18 @@ def test_set_resume(cfg, tmp_path):
     os.remove(checkpoint)
     with pytest.raises(UserInputError, match='last_checkpoint'):
         set_resume(cfg, 'auto')
+
+
+def test_fresh_start_over_existing_checkpoints_warns(cfg, tmp_path):
+    cfg.work_dir = str(tmp_path)
+    with mock.patch('deeplabv3_plugin.engine.tool_options.print_log') as log:
+        set_resume(cfg, None)
+        assert not log.called
+        (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+        set_resume(cfg, None)
+    assert cfg.resume is False
+    message = log.call_args.args[0]
+    assert 'iter_2.pth' in message and 'pass --resume to continue' in message
 
 
 def test_add_custom_hook_once(cfg):

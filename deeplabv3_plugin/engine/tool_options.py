@@ -92,6 +92,7 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     """
     cfg.resume = False
     if resume is None:
+        _warn_if_restarting_over(cfg.work_dir)
         return
     if resume == 'auto':
         checkpoint = find_latest_checkpoint(cfg.work_dir)
@@ -110,6 +111,20 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     cfg.load_from = checkpoint
     cfg.resume = True
     add_custom_hook(cfg, _COMPATIBILITY_HOOK)
+
+
+def _warn_if_restarting_over(work_dir: str) -> None:
+    """Warn when a fresh run starts in a work dir whose checkpoints it will overwrite.
+
+    mmseg's behaviour (start from iteration 0) is kept so scripts relying on it still work, but
+    a forgotten ``--resume`` after a crash should not go unnoticed.
+    """
+    latest = find_latest_checkpoint(work_dir)
+    if latest is not None:
+        print_log(f'Work dir {work_dir!r} already holds checkpoints of a run (latest: '
+                  f'{latest!r}). This run starts at iteration 0 and overwrites checkpoints of the '
+                  'same names as it goes: pass --resume to continue that run instead, or '
+                  '--work-dir for a separate one.', logger='current', level=logging.WARNING)
 
 
 def check_checkpoint_arg(checkpoint: str) -> None:
