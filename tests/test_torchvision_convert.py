@@ -287,12 +287,14 @@ def test_unreadable_sources_are_named(tmp_path):
 @pytest.mark.parametrize('option, message', [
     ({'model.backbone.contract_dilation': False},
      r'backbone\.layer3\.0\.conv2 has \(stride, dilation, padding\)=\(1, 2, 2\), torchvision '
-     r'\(1, 1, 1\)'),
+     r"\(1, 1, 1\).* torchvision's backbone is MultiGridResNet\(stem='torchvision', "
+     r'contract_dilation=True'),
     ({'model.backbone.stem': 'deep'}, r'backbone\.stem\.0 is not in torchvision\'s ResNet'),
     ({'model.output_stride': 16}, r'decode_head ASPP rates are \(6, 12, 18\)'),
     ({'model.decode_head.align_corners': True}, r'decode_head\.align_corners=True'),
+    ({'model.auxiliary_head.concat_input': True}, r'auxiliary_head must be FCNHead\(num_convs=1'),
     ({'model.data_preprocessor.bgr_to_rgb': False}, r'data_preprocessor must normalise'),
-], ids=['uncontracted', 'deep-stem', 'os16', 'align-corners', 'bgr'])
+], ids=['uncontracted', 'deep-stem', 'os16', 'align-corners', 'aux-concat', 'bgr'])
 def test_config_that_is_not_torchvision_is_refused(configs, option, message):
     model, _ = build_target_model(configs[50], option)
     with pytest.raises(TorchvisionConversionError, match=message):

@@ -55,6 +55,9 @@ _BACKBONE_MODULES = ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4')
 #: torchvision's normalisation (ImageNet statistics, RGB, [0, 1] input) on mmseg's 0..255 scale.
 TORCHVISION_MEAN = (123.675, 116.28, 103.53)
 TORCHVISION_STD = (58.395, 57.12, 57.375)
+#: How torchvision's backbone geometry is spelled in a plugin config.
+_BACKBONE_HINT = (' torchvision\'s backbone is MultiGridResNet(stem=\'torchvision\', '
+                  'contract_dilation=True, multi_grid=(1, 1, 1)) at output stride 8.')
 #: At most this many keys are listed per problem in an error message.
 _MAX_LISTED = 12
 
@@ -287,6 +290,29 @@ def _expected_backbone_geometry(name: str) -> Optional[Tuple[int, int, int]]:
     return (stride, dilation, dilation)
 
 
+def _head_problems(model: nn.Module) -> List[str]:
+    """How the heads differ from torchvision's ``DeepLabHead`` and ``FCNHead`` (eval mode)."""
+    from mmseg.models.decode_heads import FCNHead
+
+    from deeplabv3_plugin.models.decode_heads import DeepLabV3Head
+
+    problems = []
+    head = model.decode_head
+    if not isinstance(head, DeepLabV3Head):
+        problems.append(f'decode_head is a {type(head).__name__}, torchvision\'s head is '
+                        'DeepLabV3Head(project_dropout=0.5, num_extra_convs=1, dropout_ratio=0)')
+    elif head.effective_rates != (12, 24, 36):
+        problems.append(f'decode_head ASPP rates are {head.effective_rates} at the model\'s '
+                        'eval output stride, torchvision (12, 24, 36) at output stride 8')
+    aux = getattr(model, 'auxiliary_head', None)  # EncoderDecoder sets it only when configured
+    if aux is not None and not (isinstance(aux, FCNHead) and aux.num_convs == 1
+                                and not aux.concat_input and aux.convs[0].conv.kernel_size
+                                == (3, 3) and aux.convs[0].conv.dilation == (1, 1)):
+        problems.append('auxiliary_head must be FCNHead(num_convs=1, kernel_size=3, dilation=1, '
+                        'concat_input=False), torchvision\'s FCNHead')
+    return problems
+
+
 def check_torchvision_geometry(model: nn.Module) -> None:
     """Check, in eval mode, that ``model`` computes what torchvision's DeepLabV3 computes.
 
@@ -314,11 +340,8 @@ def check_torchvision_geometry(model: nn.Module) -> None:
                 elif found != expected:
                     problems.append(f'backbone.{name} has (stride, dilation, padding)={found}, '
                                     f'torchvision {expected}')
-        head = model.decode_head
-        aspp_rates = tuple(getattr(head, 'effective_rates', ()))
-        if aspp_rates != (12, 24, 36):
-            problems.append(f'decode_head ASPP rates are {aspp_rates} at the model\'s eval '
-                            'output stride, torchvision (12, 24, 36) at output stride 8')
+        hint = _BACKBONE_HINT if problems else ''
+        problems += _head_problems(model)
         for name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.eps != 1e-5:
                 problems.append(f'{name} has BN eps={module.eps}, torchvision 1e-5')
@@ -340,9 +363,11 @@ def check_torchvision_geometry(model: nn.Module) -> None:
     finally:
         model.train(was_training)
     if problems:
+        more = len(problems) - _MAX_LISTED
         raise TorchvisionConversionError(
             'the target config does not reproduce torchvision\'s DeepLabV3 (use '
-            'configs/torchvision/): ' + '; '.join(problems) + '.')
+            'configs/torchvision/): ' + '; '.join(problems[:_MAX_LISTED]) +
+            (f'; ... ({more} more)' if more > 0 else '') + '.' + hint)
 
 
 def build_target_model(config: Union[str, 'Config'],
