@@ -130,3 +130,18 @@ def test_users_escape_hatch_still_works(tmp_path):
                              env={**os.environ, 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'})
     assert allowed.returncode == 0, allowed.stderr
     assert '1/2' in allowed.stdout
+
+
+def test_torchvision_scheme_needs_no_torchvision(tmp_path, monkeypatch):
+    """`torchvision://resnet50` resolves through mmengine's bundled URL table and the hub cache."""
+    # The point is that the scheme works without torchvision: make sure that path is exercised.
+    monkeypatch.setitem(sys.modules, 'torchvision', None)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    weights = nn.Conv2d(3, 4, 1).state_dict()
+    torch.save(weights, cache / 'resnet50-0676ba61.pth')  # the file name of the URL
+    loaded = _load_checkpoint('torchvision://resnet50', map_location='cpu')
+    assert torch.equal(loaded['weight'], weights['weight'])
+    with pytest.raises(KeyError, match="unknown torchvision model 'resnet5O'.*resnet101"):
+        _load_checkpoint('torchvision://resnet5O')

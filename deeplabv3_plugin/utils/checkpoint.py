@@ -25,19 +25,30 @@ torch's own escape hatch still works and stays the user's decision: with
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment torch loads full pickles (only do that
 for files you trust).
 
-The scheme is registered when :mod:`deeplabv3_plugin` is imported, which every tool of this
+``torchvision://NAME`` (ImageNet backbones in torchvision's layout) is also registered: mmengine
+looks its URL up by importing torchvision, which is often absent from an mmseg environment
+(and not installable beside every torch build); :func:`load_from_torchvision_zoo` falls back to
+the URL table mmengine itself bundles, so such configs load from torch hub's download cache
+(``$TORCH_HOME/hub/checkpoints``) or download as usual.
+
+The schemes are registered when :mod:`deeplabv3_plugin` is imported, which every tool of this
 project does and every config does through ``custom_imports``.
 """
 import os.path as osp
 import pickle
 from typing import Any, List, Optional, Union
 
+import mmengine
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.runner.checkpoint import (CheckpointLoader, load_from_http,
+                                        load_from_torchvision)
 
-__all__ = ['MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_local_checkpoint']
+__all__ = [
+    'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_local_checkpoint',
+    'load_from_torchvision_zoo'
+]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -134,4 +145,34 @@ def _what_was_refused(filename: str, err: Exception) -> str:
     return f'it rebuilds an object that is not allowed ({detail.strip()})'
 
 
+def load_from_torchvision_zoo(filename: str,
+                              map_location: Optional[Union[str, torch.device]] = None) -> Any:
+    """Load ``torchvision://NAME`` (or the deprecated ``modelzoo://NAME``), torchvision optional.
+
+    With torchvision installed this is mmengine's own loader. Without it, the URL comes from
+    the table mmengine bundles (``mmengine/hub/torchvision_0.12.json``: ``resnet18`` ...
+    ``resnet152`` and the other classic ImageNet models), and the file is read from torch hub's
+    cache or downloaded, exactly as mmengine would.
+
+    Args:
+        filename: ``torchvision://resnet50`` and the like.
+        map_location: Passed to :func:`torch.load`.
+
+    Raises:
+        KeyError: the name is not in the table; the message lists the known names.
+    """
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        name = filename.split('://', 1)[1]
+        urls = mmengine.load(osp.join(mmengine.__path__[0], 'hub', 'torchvision_0.12.json'))
+        if name not in urls:
+            raise KeyError(f'{filename}: unknown torchvision model {name!r} (torchvision is not '
+                           f'installed, so only these names are known: {", ".join(sorted(urls))})')
+        return load_from_http(urls[name], map_location=map_location)
+    return load_from_torchvision(filename, map_location=map_location)
+
+
 CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+CheckpointLoader.register_scheme(
+    prefixes=('modelzoo://', 'torchvision://'), loader=load_from_torchvision_zoo, force=True)
