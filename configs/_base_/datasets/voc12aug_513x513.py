@@ -9,7 +9,8 @@
 # padded to 513 x 513 by the model's data preprocessor (mean pixel, ignore label).
 # Random scale: mmcv's RandomResize scales to a random fraction of a *target* size; with
 # keep_ratio the factor is ratio * 500 / long side, and VOC images have a 500-pixel long side, so
-# the factor applied to the original image is the paper's uniform 0.5..2.0.
+# the factor applied to the original image is the paper's uniform 0.5..2.0 (the few VOC images
+# with a shorter long side are first brought to 500).
 # Test: the image as it is (no resize); the data preprocessor pads it to 513 x 513 and the
 # prediction is cropped back.
 # Loading goes through the plugin's checked dataset and transforms: a wrong root, a split file
