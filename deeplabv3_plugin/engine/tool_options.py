@@ -144,7 +144,8 @@ def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
     way to change their stride after building, so they are refused rather than silently ignored.
 
     Raises:
-        UserInputError: ``N`` is not a power of two, or the model type has no ``test_output_stride``.
+        UserInputError: ``N`` is not a power of two, or the model type has no
+            ``test_output_stride``.
     """
     if output_stride is None:
         return
