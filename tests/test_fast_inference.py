@@ -12,6 +12,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
+from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import nn
@@ -156,6 +157,25 @@ def test_register_conv_bn_pairs_teaches_new_module_types():
 # ---------------------------------------------------------------- FastInferenceModel
 
 
+class _NotEncoderDecoder(BaseSegmentor):
+    """A segmentor without backbone/decode_head attributes."""
+
+    def loss(self, inputs, data_samples):
+        return {}
+
+    def predict(self, inputs, data_samples=None):
+        return []
+
+    def _forward(self, inputs, data_samples=None):
+        return inputs
+
+    def encode_decode(self, inputs, batch_data_samples):
+        return inputs
+
+    def extract_feat(self, inputs):
+        return inputs
+
+
 def test_fast_model_predicts_like_the_plain_model_and_leaves_it_untouched():
     model = build_tiny_model()
     before = snapshot(model)
@@ -207,6 +227,17 @@ def test_fast_model_bf16_agrees_with_fp32():
     torch.testing.assert_close(bf16_logits, logits, rtol=0.05, atol=0.05)
     assert (bf16_labels == labels).float().mean() >= 0.99
     assert fast(torch.randn(1, 3, 33, 33), mode='tensor').dtype == torch.float32
+
+
+def test_fast_model_compiled_predicts_the_same_and_recompiles_for_a_new_stride():
+    model = build_tiny_model(output_stride=16)
+    fast = FastInferenceModel(model, compile=True)
+    torch.testing.assert_close(predict(fast)[0], predict(model)[0], rtol=1e-4, atol=1e-4)
+    set_output_stride(fast, 8)
+    set_output_stride(model, 8)
+    torch.testing.assert_close(predict(fast)[0], predict(model)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match='EncoderDecoder'):
+        FastInferenceModel(_NotEncoderDecoder(), compile=True)
 
 
 def test_fast_model_is_inference_only():

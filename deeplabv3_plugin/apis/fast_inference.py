@@ -15,6 +15,10 @@ faster without retraining:
 * **bf16** (CPU autocast, optional). Convolutions run in bfloat16 with fp32 accumulation on CPUs
   with AVX512-BF16/AMX; this does change numerics (8-bit mantissa), so it is opt-in and its
   effect on mIoU is measured in ``benchmarks/``.
+* **torch.compile** (optional). Inductor with weight freezing fuses the elementwise work into
+  the convolutions and prepacks the weights. It pays off over many images of one size: the
+  first call compiles (tens of seconds on two cores), and each new input size or output stride
+  compiles again (the geometry is guarded, so results stay right).
 
 :class:`FastInferenceModel` bundles the three behind the segmentor interface mmengine's loops and
 mmseg's APIs call (``test_step``, ``val_step``, ``forward``), so the tools, the inference API and
@@ -29,7 +33,7 @@ import torch
 from mmcv.cnn import ConvModule
 from mmengine.structures import PixelData
 from mmseg.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
-from mmseg.models.segmentors import BaseSegmentor
+from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -200,6 +204,17 @@ def cpu_supports_bf16() -> bool:
                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _compile_network(model: EncoderDecoder) -> None:
+    """Compile the backbone's and the decode head's ``forward`` of this (copied) model.
+
+    The instance attribute ``forward`` is replaced because mmseg's decode heads call
+    ``self.forward(...)`` directly in ``predict``, which ``nn.Module.compile`` would not reach.
+    ``freezing`` lets inductor treat the (inference-only) weights as constants.
+    """
+    for module in (model.backbone, model.decode_head):
+        module.forward = torch.compile(module.forward, options={'freezing': True})
+
+
 class FastInferenceModel(nn.Module):
     """An eval-only segmentor that runs the fast inference path.
 
@@ -218,6 +233,9 @@ class FastInferenceModel(nn.Module):
         channels_last (bool): Convert weights and inputs to NHWC. Defaults to True.
         fuse_bn (bool): Fold BatchNorm into the preceding convolutions. Defaults to True.
         bf16 (bool): Run the network under CPU/CUDA bf16 autocast. Defaults to False.
+        compile (bool): ``torch.compile`` the backbone and the decode head (inductor, frozen
+            weights); needs an ``EncoderDecoder`` (the plugin's ``DeepLabV3`` is one) and a C++
+            compiler. Defaults to False.
         copy_model (bool): Work on a deep copy so that ``model`` stays trainable and its
             ``state_dict`` unchanged. Pass False only when the model is used for nothing else
             (e.g. it was just built for inference). Defaults to True.
@@ -228,21 +246,28 @@ class FastInferenceModel(nn.Module):
                  channels_last: bool = True,
                  fuse_bn: bool = True,
                  bf16: bool = False,
+                 compile: bool = False,
                  copy_model: bool = True) -> None:
         super().__init__()
         if not isinstance(model, BaseSegmentor):
             raise TypeError('FastInferenceModel wraps an mmseg segmentor (BaseSegmentor), got '
                             f'{type(model).__name__}; for test-time augmentation wrap the '
                             "SegTTAModel's .module instead")
+        if compile and not isinstance(model, EncoderDecoder):
+            raise TypeError('FastInferenceModel(compile=True) compiles the backbone and decode '
+                            f'head of an EncoderDecoder; got {type(model).__name__}')
         if copy_model:
             model = copy.deepcopy(model)
         model.eval()
         self.num_fused_bn = fuse_conv_bn(model) if fuse_bn else 0
         if channels_last:
             model.to(memory_format=torch.channels_last)
+        if compile:
+            _compile_network(model)
         self.module = model
         self.channels_last = channels_last
         self.bf16 = bf16
+        self.compiled = compile
         if bf16 and next(model.parameters()).device.type == 'cpu' and not cpu_supports_bf16():
             warnings.warn('bf16=True on a CPU without AVX512-BF16/AMX: autocast will emulate '
                           'bfloat16 and is likely slower than float32')

@@ -39,6 +39,9 @@ class FastInferenceHook(Hook):
             Default: True.
         bf16 (bool): bf16 autocast (changes numerics; see the README for its mIoU effect).
             Default: False.
+        compile (bool): ``torch.compile`` the copy's backbone and decode head; worth it for
+            long loops over images of one size (each val/test epoch compiles its copy again).
+            Default: False.
         loops (Sequence[str]): Which loops run fast, a subset of ``('val', 'test')``.
             Default: ``('val', 'test')``.
     """
@@ -49,9 +52,10 @@ class FastInferenceHook(Hook):
                  channels_last: bool = True,
                  fuse_bn: bool = True,
                  bf16: bool = False,
+                 compile: bool = False,
                  loops: Sequence[str] = LOOPS) -> None:
         for name, value in (('channels_last', channels_last), ('fuse_bn', fuse_bn),
-                            ('bf16', bf16)):
+                            ('bf16', bf16), ('compile', compile)):
             if not isinstance(value, bool):
                 raise TypeError(f'FastInferenceHook: {name} must be a bool, got {value!r}')
         if isinstance(loops, str) or not set(loops) <= set(LOOPS):
@@ -60,11 +64,13 @@ class FastInferenceHook(Hook):
         self.channels_last = channels_last
         self.fuse_bn = fuse_bn
         self.bf16 = bf16
+        self.compile = compile
         self.loops = tuple(loops)
         self._original: Optional[nn.Module] = None
 
     def _fast(self, model: nn.Module) -> Union[FastInferenceModel, BaseTTAModel]:
-        options = dict(channels_last=self.channels_last, fuse_bn=self.fuse_bn, bf16=self.bf16)
+        options = dict(channels_last=self.channels_last, fuse_bn=self.fuse_bn, bf16=self.bf16,
+                       compile=self.compile)
         if isinstance(model, BaseTTAModel):
             # The TTA model merges softmax outputs of several views; speed up the segmentor it
             # calls and keep the merge (in float32) as it is.
@@ -84,7 +90,7 @@ class FastInferenceHook(Hook):
         runner.logger.info(
             f'FastInferenceHook: {loop} runs on a fast copy of the model (channels_last='
             f'{self.channels_last}, fuse_bn={self.fuse_bn}: {inner.num_fused_bn} BN folded, '
-            f'bf16={self.bf16})')
+            f'bf16={self.bf16}, compile={self.compile})')
 
     def _swap_out(self, runner) -> None:
         if self._original is not None:

@@ -53,6 +53,7 @@ def init_model(config: Union[str, Path, Config],
                device: str = 'cpu',
                fast: bool = True,
                bf16: bool = False,
+               compile: bool = False,
                cfg_options: Optional[dict] = None) -> nn.Module:
     """Build a segmentor for inference from a config and (optionally) a checkpoint.
 
@@ -72,6 +73,8 @@ def init_model(config: Union[str, Path, Config],
         fast (bool): Return the fast inference path. Default: True.
         bf16 (bool): bf16 autocast on top of the fast path (changes numerics slightly; needs
             ``fast=True``). Default: False.
+        compile (bool): ``torch.compile`` the network on top of the fast path (the first image,
+            and each new image size, compiles; needs ``fast=True``). Default: False.
         cfg_options (dict, optional): Overrides merged into the config.
 
     Returns:
@@ -87,15 +90,17 @@ def init_model(config: Union[str, Path, Config],
     if checkpoint is not None and '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'init_model: checkpoint file {str(checkpoint)!r} does not '
                                 'exist')
-    if bf16 and not fast:
-        raise ValueError('init_model: bf16=True is part of the fast path; it needs fast=True')
+    for name, value in (('bf16', bf16), ('compile', compile)):
+        if value and not fast:
+            raise ValueError(f'init_model: {name}=True is part of the fast path; it needs '
+                             'fast=True')
     target = _check_device(device)
     model = mmseg_init_model(config, checkpoint, device='cpu', cfg_options=cfg_options)
     model = revert_sync_batchnorm(model).to(target)
     model.eval()
     if fast:
         return FastInferenceModel(model, channels_last=True, fuse_bn=True, bf16=bf16,
-                                  copy_model=False)
+                                  compile=compile, copy_model=False)
     return model
 
 
