@@ -3,7 +3,6 @@
 The fast path is the default and must give the plain path's label maps (bf16: >= 99% of the
 pixels); inputs and arguments that cannot work fail with errors that name them.
 """
-
 import mmcv
 import numpy as np
 import pytest
@@ -133,3 +132,5 @@ def test_inference_model_bad_images(demo, tmp_path):
         inference_model(model, 3)
     with pytest.raises(ValueError, match='empty list'):
         inference_model(model, [])
+    with pytest.raises(TypeError, match='has no .cfg'):
+        inference_model(model.module.backbone, demo['image'])

@@ -3,7 +3,8 @@
 ::
 
     from deeplabv3_plugin.apis import init_model, inference_model
-    model = init_model('configs/demo/deeplabv3_r18-d16_demo.py', 'work_dirs/demo/iter_200.pth')
+    model = init_model('configs/demo/deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py',
+                       'work_dirs/demo/<run>/train/iter_1000.pth')
     label_map = inference_model(model, 'image.jpg')          # (H, W) int64 class indices
 
 The model comes back on the fast inference path by default (channels_last, BN folded into the
@@ -162,6 +163,11 @@ def inference_model(model: nn.Module,
         np.ndarray | list[np.ndarray]: ``(H, W)`` int64 class indices at the image's original
         size; a list when ``img`` is a list or tuple.
     """
+    cfg = getattr(model, 'cfg', None)
+    if not isinstance(cfg, Config):
+        raise TypeError(f'inference_model: the model ({type(model).__name__}) has no .cfg, the '
+                        'config whose test pipeline prepares the images; build it with '
+                        'init_model(config, checkpoint)')
     images = list(img) if isinstance(img, (list, tuple)) else [img]
     if not images:
         raise ValueError('inference_model: img is an empty list')
@@ -172,7 +178,7 @@ def inference_model(model: nn.Module,
     for image in images:
         from_array = isinstance(image, np.ndarray)
         if from_array not in pipelines:
-            pipelines[from_array] = _test_pipeline(model.cfg, from_array)
+            pipelines[from_array] = _test_pipeline(cfg, from_array)
         packed = pipelines[from_array](dict(img=image) if from_array else dict(
             img_path=str(image)))
         batch = dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']])
