@@ -83,7 +83,8 @@ def measure_accuracy(config: str, checkpoint: str, data_root: Optional[str] = No
         reference = labels if reference is None else reference
         same = sum(int((a == b).sum()) for a, b in zip(labels, reference))
         total = sum(a.numel() for a in reference)
-        results[name] = dict(metrics, agreement=same / total)
+        results[name] = dict({key: float(value) for key, value in metrics.items()},
+                             agreement=same / total)
     return results
 
 
