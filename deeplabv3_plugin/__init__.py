@@ -9,6 +9,6 @@ written by mmengine loadable under torch >= 2.6 without unpickling arbitrary obj
 """
 from .version import __version__
 from .utils import checkpoint as _checkpoint  # noqa: F401  (registers the safe loader)
-from . import datasets, engine, models  # noqa: F401
+from . import apis, datasets, engine, models  # noqa: F401
 
 __all__ = ['__version__']

@@ -106,6 +106,25 @@ def test_test_output_stride_and_out(trained, data_env, tmp_path):
     assert cv2.imread(predictions[0], cv2.IMREAD_UNCHANGED).shape == (40, 40)
 
 
+def test_fast_path_is_default_and_predicts_like_the_plain_path(trained, data_env, tmp_path):
+    """tools/test.py runs channels_last + folded BN by default; --no-fast runs the model as is."""
+    _, checkpoint = trained
+    predictions, hooks = {}, {}
+    for name, flags in (('fast', []), ('plain', ['--no-fast'])):
+        work, out = str(tmp_path / f'work_{name}'), str(tmp_path / f'out_{name}')
+        check_ok(run(eval_cmd(checkpoint, work, '--out', out, *flags), data_env))
+        hooks[name] = open(glob.glob(osp.join(work, '*', 'tools_tiny.py'))[0]).read()
+        predictions[name] = [cv2.imread(p, cv2.IMREAD_UNCHANGED)
+                             for p in sorted(glob.glob(osp.join(out, '*.png')))]
+    assert "type='FastInferenceHook'" in hooks['fast']
+    assert 'FastInferenceHook' not in hooks['plain']
+    assert len(predictions['fast']) == len(predictions['plain']) == 2
+    for fast, plain in zip(predictions['fast'], predictions['plain']):
+        # Folding BN reorders float32 arithmetic (~1e-6 relative): labels may only differ where
+        # two classes tie to that precision.
+        assert (fast == plain).mean() >= 0.999
+
+
 def test_unknown_cfg_option_key(data_env, tmp_path):
     # As a subprocess: bad input exits with status 2 and one paragraph, no traceback.
     error = _error_of(run(train_cmd(str(tmp_path), '--cfg-options', 'model.backbone.dept=50',

@@ -21,7 +21,7 @@ from .config_checks import check_file_exists
 from .errors import UserInputError
 
 __all__ = [
-    'add_custom_hook', 'check_checkpoint_arg', 'enable_amp', 'enable_tta',
+    'add_custom_hook', 'check_checkpoint_arg', 'enable_amp', 'enable_fast_inference', 'enable_tta',
     'enable_visualization', 'set_resume', 'set_test_output_dir', 'set_test_output_stride',
     'set_work_dir'
 ]
@@ -73,6 +73,19 @@ def add_custom_hook(cfg: Config, hook: dict) -> None:
     if not any(h.get('type') == hook['type'] for h in hooks):
         hooks.append(dict(hook))
     cfg.custom_hooks = hooks
+
+
+def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False) -> None:
+    """Run val/test through ``FastInferenceHook`` (channels_last + BN folding; ``bf16`` optional).
+
+    The hook works on an eval-only copy of the model, so checkpoints and the output-stride switch
+    are unaffected; a ``FastInferenceHook`` the config already has is kept as it is.
+    """
+    if bf16 and not enabled:
+        raise UserInputError('--bf16 runs on the fast inference path; drop --no-fast to use it.')
+    if enabled:
+        add_custom_hook(cfg, dict(type='FastInferenceHook', channels_last=True, fuse_bn=True,
+                                  bf16=bf16))
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
