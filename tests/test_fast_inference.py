@@ -6,10 +6,13 @@ and must leave the model being trained (its weights, state_dict, output stride) 
 """
 import copy
 import os.path as osp
+import socket
 
 import pytest
 import torch
+import torch.distributed as dist
 from mmengine.hooks import Hook
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 from mmseg.models.segmentors import BaseSegmentor
@@ -293,6 +296,32 @@ def test_hook_runner_test_gives_the_same_metrics(tmp_path):
     assert metrics.keys() == expected.keys()
     for key in expected:
         assert metrics[key] == pytest.approx(expected[key], abs=0.01)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_hook_unwraps_a_ddp_model_and_puts_the_wrapper_back(tmp_path):
+    """In distributed runs runner.model is a DDP wrapper: the fast copy is made of the segmentor
+    inside it, and the wrapper (which training needs) is what comes back."""
+    runner = Runner.from_cfg(tiny_demo_config(str(tmp_path / 'shapes'), str(tmp_path / 'w')))
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{_free_port()}', rank=0,
+                            world_size=1)
+    try:
+        wrapper = MMDistributedDataParallel(module=runner.model, device_ids=None)
+        runner.model = wrapper
+        recorder = _RecordModel()
+        runner.register_hook(recorder)
+        runner.register_hook(FastInferenceHook())
+        runner.val()
+    finally:
+        dist.destroy_process_group()
+    assert isinstance(recorder.models[0], FastInferenceModel)
+    assert not is_model_wrapper(recorder.models[0].module)
+    assert runner.model is wrapper
 
 
 def test_hook_with_tta_speeds_up_the_wrapped_segmentor(tmp_path):

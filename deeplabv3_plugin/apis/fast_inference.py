@@ -282,7 +282,7 @@ class FastInferenceModel(nn.Module):
             return getattr(self.module, name)
 
     def train(self, mode: bool = True) -> 'FastInferenceModel':
-        """Refuse training mode: folded BN and bf16 weights are inference-only.
+        """Refuse training mode: folded BN, frozen compiled weights and autocast are for inference.
 
         Raises:
             RuntimeError: If ``mode`` is True.
