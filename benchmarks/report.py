@@ -144,6 +144,7 @@ def format_report(results: dict) -> str:
     """The whole printed report: machine, tables, targets."""
     m = results['machine']
     s = results['settings']
+    load = results['load_average_before']
     lines = [
         f"machine: {m['cpu']} ({', '.join(m['cpu_flags'])}; native bf16: {m['bf16_native']}), "
         f"{m['threads']} threads of {m['cpu_count']} CPUs, device {m['device']}"
@@ -152,6 +153,9 @@ def format_report(results: dict) -> str:
         f"{m['mmengine']}, mmseg {m['mmseg']}",
         f"timing: median of {s['repeats']} (inference) / {s['train_repeats']} (training) "
         f"alternated rounds after {s['warmup']} warm-up round(s); total {results['seconds']:.0f} s",
+        f'1-minute load average before the run: {load:.2f}'
+        + ('' if load < 0.5 else ' -- other processes were using the cores: the timings are '
+           'noisy, rerun when the machine is quiet'),
         '',
     ]
     if results['inference']:

@@ -272,7 +272,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     use_bf16 = 'bf16' not in args.skip and (device.type == 'cuda' or cpu_supports_bf16())
     started = time.time()
     results = dict(machine=machine_info(args, device), settings=vars(args),
-                   variants=VARIANT_HELP, inference=[], training=[])
+                   variants=VARIANT_HELP, inference=[], training=[],
+                   load_average_before=os.getloadavg()[0])
     if 'inference' not in args.skip:
         for depth in args.depths:
             for output_stride in args.output_strides:
