@@ -6,6 +6,7 @@ SyntheticShapes images, 2 iterations), so the tests run the plugin's DeepLabV3 t
 ``Runner`` and ``MODELS.build`` in seconds.
 """
 import os.path as osp
+from typing import Optional
 
 import torch
 from mmengine import Config
@@ -23,8 +24,8 @@ IMAGE_SIZE = 128
 MODEL_SIZE = 64
 
 
-def tiny_demo_config(data_root: str = None, work_dir: str = None, depth: int = 18,
-                     stem: str = 'deep') -> Config:
+def tiny_demo_config(data_root: Optional[str] = None, work_dir: Optional[str] = None,
+                     depth: int = 18, stem: str = 'deep') -> Config:
     """The demo config with a tiny ResNet-``depth`` and, if given, a generated dataset."""
     cfg = Config.fromfile(DEMO_CONFIG)
     backbone = cfg.model.backbone
