@@ -11,13 +11,11 @@ and exits with status 2, writing nothing. The logic lives in
 :mod:`deeplabv3_plugin.utils.torchvision_convert`.
 """
 import argparse
-import os
 import os.path as osp
-import sys
 
 from mmengine.config import DictAction
 
-from deeplabv3_plugin.engine.errors import UserInputError
+from deeplabv3_plugin.engine.errors import run_tool
 from deeplabv3_plugin.utils.torchvision_convert import (convert_torchvision_checkpoint,
                                                         default_config_for,
                                                         detect_resnet_depth,
@@ -56,8 +54,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
-        sys.exit(2)
+    run_tool(main)

@@ -10,12 +10,10 @@ checkpoint for another model, shapes) prints one paragraph and exits with status
 lives in :mod:`deeplabv3_plugin.utils.onnx_export`.
 """
 import argparse
-import os
-import sys
 
 from mmengine.config import DictAction
 
-from deeplabv3_plugin.engine.errors import UserInputError
+from deeplabv3_plugin.engine.errors import run_tool
 from deeplabv3_plugin.utils.onnx_export import (build_export_model, compare_with_pytorch,
                                                 export_onnx, parse_shape)
 
@@ -69,8 +67,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserInputError as error:
-        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
-        sys.exit(2)
+    run_tool(main)

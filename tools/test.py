@@ -11,12 +11,11 @@ with status 2.
 """
 import argparse
 import os
-import sys
 
 from mmengine.config import DictAction
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components and checkpoint loader)
-from deeplabv3_plugin.engine import (UserInputError, build_runner, check_cfg_options, load_config,
+from deeplabv3_plugin.engine import (build_runner, check_cfg_options, load_config, run_tool,
                                      setup_distributed)
 from deeplabv3_plugin.engine.tool_options import (add_custom_hook, check_checkpoint_arg,
                                                   enable_fast_inference, enable_tta,
@@ -87,8 +86,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
-        sys.exit(2)
+    run_tool(main)

@@ -7,12 +7,11 @@ with gloo). Errors in the user's input print one paragraph and exit with status 
 """
 import argparse
 import os
-import sys
 
 from mmengine.config import DictAction
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components and checkpoint loader)
-from deeplabv3_plugin.engine import (UserInputError, build_runner, check_cfg_options, load_config,
+from deeplabv3_plugin.engine import (build_runner, check_cfg_options, load_config, run_tool,
                                      setup_distributed)
 from deeplabv3_plugin.engine.tool_options import enable_amp, set_resume, set_work_dir
 
@@ -59,8 +58,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UserInputError as error:
-        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
-        sys.exit(2)
+    run_tool(main)

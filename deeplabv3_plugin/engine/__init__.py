@@ -4,7 +4,7 @@ from .checkpoint_checks import (CheckpointCompatibilityHook, CheckpointMismatchE
 from .config_checks import ConfigOptionError, check_cfg_options, load_config
 from .distributed import (convert_sync_bn_cfg, init_cpu_process_group,
                           prepare_cpu_distributed_cfg, setup_distributed, torch_dist_env)
-from .errors import UserInputError
+from .errors import UserInputError, run_tool
 from .model_wrappers import CPUSafeDDP
 from .runner import RunDirRunner, build_runner
 
@@ -12,5 +12,5 @@ __all__ = [
     'CPUSafeDDP', 'CheckpointCompatibilityHook', 'CheckpointMismatchError', 'ConfigOptionError',
     'RunDirRunner', 'UserInputError', 'build_runner', 'check_cfg_options', 'check_state_dict_fits',
     'compare_state_dicts', 'convert_sync_bn_cfg', 'init_cpu_process_group', 'load_config',
-    'prepare_cpu_distributed_cfg', 'setup_distributed', 'torch_dist_env'
+    'prepare_cpu_distributed_cfg', 'run_tool', 'setup_distributed', 'torch_dist_env'
 ]

@@ -7,7 +7,11 @@ what was expected) with exit status 2, the status argparse uses for bad command 
 exception keeps its traceback, because then the traceback is what a bug report needs.
 """
 
-__all__ = ['UserInputError']
+import os
+import sys
+from typing import Callable, NoReturn, Optional
+
+__all__ = ['UserInputError', 'run_tool']
 
 
 class UserInputError(ValueError):
@@ -16,3 +20,16 @@ class UserInputError(ValueError):
     Subclasses :class:`ValueError` so code that does not know about the tools still treats it as
     a bad value.
     """
+
+
+def run_tool(main: Callable[[], Optional[int]]) -> NoReturn:
+    """Run a tool's ``main`` and exit with its status; a :class:`UserInputError` exits 2.
+
+    The error is printed as ``<tool>: error: <message>``, argparse's form, without a traceback.
+    """
+    try:
+        status = main()
+    except UserInputError as error:
+        sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {error}\n')
+        sys.exit(2)
+    sys.exit(status or 0)
