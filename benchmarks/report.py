@@ -53,8 +53,8 @@ def inference_table(groups: List[dict]) -> str:
 
 
 def training_table(groups: List[dict]) -> str:
-    header = ['model', 'OS', 'crop x batch', 'variant', 's/step', 'GFLOP', 'GFLOP/s',
-              'x mmseg GFLOP/s', 'peak MB', 'step MB', 'peak vs mmseg']
+    header = ['model', 'OS', 'crop x batch', 'variant', 's/step', 'x mmseg speed', 'GFLOP',
+              'GFLOP/s', 'x mmseg GFLOP/s', 'peak MB', 'step MB', 'peak vs mmseg']
     rows = []
     for group in groups:
         variants = group['variants']
@@ -67,6 +67,7 @@ def training_table(groups: List[dict]) -> str:
                 f"R-{group['depth']}", str(group['output_stride']),
                 f"{group['crop']} x {group['batch_size']}", name,
                 _fmt(v['median_s'], '.2f'),
+                _fmt(base['median_s'] / v['median_s'], '.2f') if base else '-',
                 _fmt(v['gflop'], '.0f'),
                 _fmt(v['gflops'], '.0f'),
                 _fmt(v['gflops'] / base['gflops'], '.2f') if base else '-',
