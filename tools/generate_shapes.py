@@ -22,8 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('out_dir', help='dataset root to create, e.g. data/synthetic_shapes')
     parser.add_argument('--num-train', type=int, default=400, help='training images (400)')
     parser.add_argument('--num-val', type=int, default=80, help='validation images (80)')
-    parser.add_argument('--image-size', type=int, nargs='+', default=[128], metavar='PX',
-                        help='side, or height and width, in pixels (128)')
+    parser.add_argument('--image-size', type=int, nargs='+', default=[192], metavar='PX',
+                        help='side, or height and width, in pixels (192)')
     parser.add_argument('--seed', type=int, default=0, help='master seed (0)')
     parser.add_argument('--max-objects', type=int, default=4, help='objects per image, max (4)')
     parser.add_argument('--ignore-radius', type=int, default=1,

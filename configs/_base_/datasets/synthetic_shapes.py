@@ -1,5 +1,5 @@
 # SyntheticShapes: the built-in demo dataset (deeplabv3_plugin/datasets/synthetic_shapes.py), in
-# PASCAL VOC layout, 6 classes (background, circle, square, triangle, star, ring), 128 x 128 px.
+# PASCAL VOC layout, 6 classes (background, circle, square, triangle, star, ring), 192 x 192 px.
 # Generate it with `python tools/generate_shapes.py data/synthetic_shapes` (tools/demo.py does
 # it for you). Nothing is downloaded.
 #
@@ -11,7 +11,7 @@
 # loaded, before anything resizes it.
 dataset_type = 'SyntheticShapesDataset'
 data_root = 'data/synthetic_shapes'
-crop_size = (128, 128)
+crop_size = (192, 192)
 train_pipeline = [
     dict(type='CheckedLoadImageFromFile'),
     dict(type='CheckedLoadAnnotations'),
