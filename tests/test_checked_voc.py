@@ -2,6 +2,8 @@
 import os
 import os.path as osp
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,3 +124,22 @@ def test_checked_voc_is_a_drop_in_for_pascal_voc(root):
     with pytest.raises(FileNotFoundError, match=r'CheckedPascalVOCDataset: .*`data_root`.*'
                                                 r'Download PASCAL VOC 2012'):
         DATASETS.build(dict(cfg, data_root=str(root / 'VOC2012')))
+
+
+def test_train_tool_explains_a_missing_data_root(tmp_path):
+    """tools/train.py prints the dataset's message in one paragraph (exit 2), no traceback."""
+    config = osp.join(REPO, 'configs/demo',
+                      'deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py')
+    missing = tmp_path / 'not_generated'
+    options = [f'{loader}.dataset.data_root={missing}'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    done = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), config, '--work-dir',
+         str(tmp_path / 'work'), '--cfg-options', *options],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert 'Traceback' not in done.stderr
+    assert (f"train.py: error: SyntheticShapesDataset: the data root `data_root`='{missing}'"
+            in done.stderr)
+    assert 'tools/generate_shapes.py' in done.stderr

@@ -1,4 +1,4 @@
-"""tools/demo.py end to end, in a tiny mode: generate -> train -> test (single, MS+flip) -> overlays.
+"""tools/demo.py end to end in a tiny mode: generate, train, test (single, MS+flip), overlays.
 
 The run is the same command ``make demo`` runs, shrunk (a few 48-pixel images, two iterations)
 so it checks the wiring, not the accuracy; the accuracy of the full run is in the README.

@@ -3,8 +3,11 @@
 The cases are reached as a user reaches them: the demo's dataset config is built through the
 registry and iterated (train and test pipelines), with one file of a generated dataset broken.
 """
+import os
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -168,9 +171,29 @@ def test_check_seg_sample_arguments_and_placement():
         TRANSFORMS.build(dict(type='CheckSegSample', num_classes=6, ignore_index=3))
     check = TRANSFORMS.build(dict(type='CheckSegSample', num_classes=6))
     assert repr(check) == 'CheckSegSample(num_classes=6, ignore_index=255)'
-    with pytest.raises(KeyError, match=r'right after LoadAnnotations'):
+    with pytest.raises(ValueError, match=r'right after LoadAnnotations'):
         check(dict(img_path='a.jpg', ori_shape=(4, 4)))
     # non-uint8 labels (another loader) are checked exactly, without a uint8 wrap-around
     with pytest.raises(ValueError, match=r'values -1 \(1 px\), 256 \(1 px\) outside'):
         check(dict(gt_seg_map=np.array([[-1, 256], [0, 5]]), ori_shape=(2, 2),
                    img_path='a.jpg', seg_map_path='a.png'))
+
+
+def test_train_tool_stops_on_a_bad_label_with_one_message(root, tmp_path):
+    """The path a user takes: tools/train.py on the demo config, data loaded by worker processes."""
+    label = np.array(Image.open(_label(root)))
+    label[5, 5] = 9
+    Image.fromarray(label).save(_label(root))
+    config = osp.join(REPO, 'configs/demo',
+                      'deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py')
+    options = [f'{loader}.dataset.data_root={root}'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    done = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), config, '--work-dir',
+         str(tmp_path / 'work'), '--cfg-options', *options, 'train_cfg.max_iters=2'],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert 'train.py: error:' in done.stderr
+    assert re.search(rf'CheckSegSample: the label `seg_map_path`=.*{NAME}.png.* contains values '
+                     r'9 \(1 px\) outside the 6 classes', done.stderr), done.stderr[-3000:]

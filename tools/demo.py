@@ -50,7 +50,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         '1000)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the dataset and of the '
                         'training run (0)')
-    parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config (default: %(default)s)')
+    parser.add_argument('--config', default=DEFAULT_CONFIG,
+                        help='demo config (default: %(default)s)')
     parser.add_argument('--data-root', help='dataset directory (default: data/synthetic_shapes/'
                         '<parameters>, reused when it already holds the same dataset)')
     parser.add_argument('--num-train', type=int, default=400, help='training images (400)')

@@ -13,9 +13,11 @@ are not on disk only fails later, inside a dataloader worker, on the first missi
         ImageSets/Segmentation/<split>.txt      (one <name> per line)
 
 and, when its data list is loaded, checks the root, both directories and the split file, and
-that every listed image and label exists. Each failure raises one error that names the
-config key, the resolved path and what was expected. The per-sample checks (corrupt files,
-label values, sizes) live in the pipeline: see :mod:`deeplabv3_plugin.datasets.transforms`.
+that every listed image and label exists. Each failure raises one
+:class:`~deeplabv3_plugin.datasets.errors.DataError` (printed by the tools without a traceback)
+that names the config key, the resolved path and what was expected. The per-sample checks
+(corrupt files, label values, sizes) live in the pipeline: see
+:mod:`deeplabv3_plugin.datasets.transforms`.
 """
 import os
 import os.path as osp
@@ -24,6 +26,8 @@ from typing import List
 import mmengine.fileio as fileio
 from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
+
+from .errors import DataError, MissingDataError
 
 __all__ = ['CheckedPascalVOCDataset']
 
@@ -61,9 +65,9 @@ class CheckedPascalVOCDataset(BaseSegDataset):
         super().__init__(ann_file=ann_file, img_suffix=img_suffix,
                          seg_map_suffix=seg_map_suffix, **kwargs)
 
-    def _missing(self, what: str, key: str, value: str, expected: str) -> FileNotFoundError:
+    def _missing(self, what: str, key: str, value: str, expected: str) -> MissingDataError:
         """One-paragraph "not found" error naming the key, its resolved value and the layout."""
-        return FileNotFoundError(
+        return MissingDataError(
             f'{type(self).__name__}: {what} `{key}`={value!r} (resolved to '
             f'{osp.abspath(value)!r}) does not exist; expected {expected}. A VOC-layout root '
             f'holds JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/<split>.txt. '
@@ -80,7 +84,7 @@ class CheckedPascalVOCDataset(BaseSegDataset):
             if path is not None and not osp.isdir(path):
                 raise self._missing('the', f'data_prefix.{key}', path, expected)
         if not self.ann_file:
-            raise ValueError(
+            raise DataError(
                 f'{type(self).__name__}: `ann_file` is empty; VOC-layout datasets need a split '
                 f'file listing one image name per line, e.g. '
                 f"ann_file='ImageSets/Segmentation/train.txt'.")
@@ -88,7 +92,7 @@ class CheckedPascalVOCDataset(BaseSegDataset):
             folder = osp.dirname(self.ann_file)
             found = sorted(os.listdir(folder)) if osp.isdir(folder) else []
             hint = f' Split files in {folder!r}: {found}.' if found else ''
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f'{type(self).__name__}: the split file `ann_file`={self.ann_file!r} '
                 f'(resolved to {osp.abspath(self.ann_file)!r}) is not a file; expected a text '
                 f'file with one image name (no suffix) per line.{hint} {self.HOW_TO_GET}')
@@ -109,7 +113,7 @@ class CheckedPascalVOCDataset(BaseSegDataset):
             listed = ', '.join(f'line {line}: {path!r}' for line, path in missing[:_MAX_LISTED])
             more = f' and {len(missing) - _MAX_LISTED} more' if len(missing) > _MAX_LISTED else ''
             suffix = self.img_suffix if kind == 'image' else self.seg_map_suffix
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f'{type(self).__name__}: the split file `ann_file`={self.ann_file!r} names '
                 f'{len(missing)} of {len(data_list)} {kind}(s) that do not exist under '
                 f'`data_prefix.{prefix_key}`={self.data_prefix.get(prefix_key)!r} (expected '
@@ -121,7 +125,7 @@ class CheckedPascalVOCDataset(BaseSegDataset):
         self._check_layout()
         data_list = super().load_data_list()
         if not data_list:
-            raise ValueError(f'{type(self).__name__}: the split file `ann_file`='
+            raise DataError(f'{type(self).__name__}: the split file `ann_file`='
                              f'{self.ann_file!r} lists no images; expected one image name '
                              f'per line.')
         if self.check_files:

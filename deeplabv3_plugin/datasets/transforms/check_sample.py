@@ -15,14 +15,17 @@ wrong model:
 
 :class:`CheckSegSample` goes right after the label is loaded (``LoadAnnotations`` or
 :class:`~deeplabv3_plugin.datasets.transforms.CheckedLoadAnnotations`) and before any transform
-that resizes it, and raises one ``ValueError`` naming both files, the offending values and
-what was expected.
+that resizes it, and raises one :class:`~deeplabv3_plugin.datasets.errors.DataError` naming
+both files, the offending values and what was expected.
 """
 from typing import Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
+
+from ...engine.errors import UserInputError
+from ..errors import DataError
 
 __all__ = ['CheckSegSample']
 
@@ -69,15 +72,15 @@ class CheckSegSample(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         if 'gt_seg_map' not in results:
-            raise KeyError('CheckSegSample: the sample has no `gt_seg_map`; place CheckSegSample '
-                           'right after LoadAnnotations (or CheckedLoadAnnotations) in the '
-                           'pipeline.')
+            raise UserInputError('CheckSegSample: the sample has no `gt_seg_map`; place '
+                                 'CheckSegSample right after LoadAnnotations (or '
+                                 'CheckedLoadAnnotations) in the pipeline.')
         label = results['gt_seg_map']
         img_path = results.get('img_path')
         seg_path = results.get('seg_map_path')
         image_shape = tuple(results['ori_shape'][:2])
         if tuple(label.shape[:2]) != image_shape:
-            raise ValueError(
+            raise DataError(
                 f'CheckSegSample: the label `seg_map_path`={seg_path!r} is {label.shape[0]}x'
                 f'{label.shape[1]} (HxW) but its image `img_path`={img_path!r} is '
                 f'{image_shape[0]}x{image_shape[1]}; expected the same size, one class index per '
@@ -88,7 +91,7 @@ class CheckSegSample(BaseTransform):
             listed = ', '.join(f'{v} ({c} px)' for v, c in
                                zip(values[:_MAX_LISTED].tolist(), counts[:_MAX_LISTED].tolist()))
             more = f' and {values.size - _MAX_LISTED} more' if values.size > _MAX_LISTED else ''
-            raise ValueError(
+            raise DataError(
                 f'CheckSegSample: the label `seg_map_path`={seg_path!r} (image {img_path!r}) '
                 f'contains values {listed}{more} outside the {self.num_classes} classes; '
                 f'expected class indices 0..{self.num_classes - 1} or the ignore index '

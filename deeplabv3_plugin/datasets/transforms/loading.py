@@ -10,9 +10,9 @@ wraps around silently and an RGB colour-coded label (instead of class indices) t
 an ``(H, W, 3)`` array.
 
 The two transforms here are drop-in replacements (same arguments, same output keys) that
-read the bytes once, check them, decode them and raise one ``ValueError`` /
-``FileNotFoundError`` naming the transform, the result key, the file, its size and what was
-expected.
+read the bytes once, check them, decode them and raise one
+:class:`~deeplabv3_plugin.datasets.errors.DataError` (``MissingDataError`` for absent files)
+naming the transform, the result key, the file, its size and what was expected.
 """
 import os.path as osp
 from typing import Callable, Optional
@@ -23,6 +23,8 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
+
+from ..errors import DataError, MissingDataError
 
 __all__ = ['CheckedLoadImageFromFile', 'CheckedLoadAnnotations', 'read_and_decode']
 
@@ -61,13 +63,13 @@ def read_and_decode(path: str, decode: Callable[[bytes], Optional[np.ndarray]], 
         The decoded array.
 
     Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file is empty, truncated or not decodable.
+        MissingDataError: The file does not exist (a ``FileNotFoundError``).
+        DataError: The file is empty, truncated or not decodable (a ``ValueError``).
     """
     try:
         content = fileio.get(path, backend_args=backend_args)
     except FileNotFoundError as err:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f'{owner}: the {kind} file `{key}`={path!r} does not exist (resolved to '
             f'{osp.abspath(path)!r}). Check the dataset root and split file.') from err
     reason = 'the file is empty (0 bytes)' if not content else _truncation(content)
@@ -82,7 +84,7 @@ def read_and_decode(path: str, decode: Callable[[bytes], Optional[np.ndarray]], 
             detail = f'{type(error).__name__}: {error}' if error else 'the decoder returned none'
             reason = f'it could not be decoded ({detail}; the file starts with bytes {head})'
     if reason is not None:
-        raise ValueError(
+        raise DataError(
             f'{owner}: the {kind} file `{key}`={path!r} ({len(content)} bytes) is corrupt: '
             f'{reason}. Expected a complete, readable {kind} file (JPEG or PNG). Replace or '
             f'regenerate this file, or remove its name from the split file.') from error
@@ -157,7 +159,7 @@ class CheckedLoadAnnotations(LoadAnnotations):
         if label.ndim == 3 and label.shape[2] == 1:
             label = label[..., 0]
         if label.ndim != 2:
-            raise ValueError(
+            raise DataError(
                 f'{owner}: the label file `seg_map_path`={path!r} decodes to shape '
                 f'{label.shape}, i.e. {label.shape[2]} channels; expected a single-channel map '
                 f'of class indices (a greyscale or palette PNG like VOC SegmentationClass). A '
@@ -165,7 +167,7 @@ class CheckedLoadAnnotations(LoadAnnotations):
         if label.dtype != np.uint8:
             low, high = int(label.min()), int(label.max())
             if low < 0 or high > 255:
-                raise ValueError(
+                raise DataError(
                     f'{owner}: the label file `seg_map_path`={path!r} holds {label.dtype} values '
                     f'{low}..{high}; expected class indices that fit in uint8 (0..255, '
                     f'255 = ignore). mmseg would wrap these around silently.')
@@ -174,7 +176,7 @@ class CheckedLoadAnnotations(LoadAnnotations):
         if self.reduce_zero_label is None:
             self.reduce_zero_label = dataset_reduce
         if self.reduce_zero_label != dataset_reduce:
-            raise ValueError(
+            raise DataError(
                 f'{owner}: reduce_zero_label={self.reduce_zero_label} in the pipeline but '
                 f'{dataset_reduce} in the dataset; set it in one place (the dataset) only.')
         if self.reduce_zero_label:  # 0 (background) becomes ignore, the rest shifts down
