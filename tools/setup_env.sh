@@ -39,7 +39,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 venv package (Debian/Ubuntu: apt-get install python3.11-venv)."
 fi
 PY="$VENV/bin/python"
-pip_install() { "$PY" -m pip install --disable-pip-version-check -q -c "$LOCK" "$@"; }
+# (pip's notes about unreadable find-links/index locations of the host's pip.conf are dropped.)
+pip_install() {
+    "$PY" -m pip install --disable-pip-version-check -q -c "$LOCK" "$@" \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 
 # --- 1. build tools and torch ------------------------------------------------------------------
 say "1/4 build tools and torch (from $LOCK)"
@@ -75,7 +79,7 @@ EOF
     while kill -0 "$pid" 2>/dev/null; do
         sleep 30
         step=$(grep -oE '^\[[0-9]+/[0-9]+\]' "$BUILD_LOG" | tail -n 1 || true)
-        say "    mmcv build: ${step:-preparing} compiled, $(( (SECONDS - start) / 60 )) min elapsed"
+        say "    mmcv build: ${step:+$step objects compiled, }$(( (SECONDS - start) / 60 )) min elapsed"
     done
     if ! wait "$pid"; then
         grep -E 'error:|Error|fatal' "$BUILD_LOG" | head -n 15 >&2 || true
@@ -96,8 +100,10 @@ pip_install Click colorama model-index pandas requests rich tabulate
 
 # --- 4. the plugin --------------------------------------------------------------------------------
 say "4/4 deeplabv3-plugin (editable) with its test extras"
-pip_install --no-build-isolation -e ".[tests]"
-"$PY" -c 'import mmseg.models, mim, deeplabv3_plugin' \
+# setuptools' editable-install notices go to a log; they are shown only if the install fails.
+pip_install --no-build-isolation -e ".[tests]" >"$VENV/plugin-install.log" 2>&1 \
+    || { cat "$VENV/plugin-install.log" >&2; die "installing the plugin failed (log above)."; }
+"$PY" -W ignore -c 'import mmseg.models, mim, deeplabv3_plugin' \
     || die "the environment was built but 'import mmseg.models, mim, deeplabv3_plugin' fails."
 echo "$want" >"$STAMP"
-say "done: $("$PY" -c 'import torch, mmcv, mmengine, mmseg; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmseg {mmseg.__version__}")')"
+say "done: $("$PY" -W ignore -c 'import torch, mmcv, mmengine, mmseg; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmseg {mmseg.__version__}")')"
