@@ -26,7 +26,9 @@ fi
 # --- Python -------------------------------------------------------------------------------
 command -v "$PYTHON" >/dev/null || die "no '$PYTHON' on PATH. Install Python 3.11 (the tested \
 version) or point PYTHON=/path/to/python3.11 at one."
-pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "'$PYTHON' \
+does not run (see above). Install Python 3.11 (the tested version) or point \
+PYTHON=/path/to/python3.11 at one."
 case "$pyver" in
     3.11) ;;
     *) die "Python $pyver is not supported by the pinned stack: torch 2.13.0 (CPU) is provided \
