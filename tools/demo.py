@@ -25,11 +25,15 @@ import os.path as osp
 import subprocess
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional
 
-from mmengine.config import Config
+# mmengine imports pkg_resources, which setuptools 80/81 flags as deprecated; harmless here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+from mmengine.config import Config  # noqa: E402
 
-from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES, generate_synthetic_shapes
+from deeplabv3_plugin.datasets.synthetic_shapes import (  # noqa: E402
+    CLASSES, generate_synthetic_shapes)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(
@@ -95,7 +99,7 @@ def write_run_config(cfg: Config, args: argparse.Namespace, data_root: str,
     if args.iters is not None:
         if args.iters < 1:
             raise DemoError(f'--iters must be a positive number of iterations, got {args.iters}.')
-        interval = max(1, args.iters // 4)
+        interval = max(1, args.iters // 2)
         cfg.train_cfg.max_iters = args.iters
         cfg.train_cfg.val_interval = interval
         cfg.default_hooks.checkpoint.interval = interval
@@ -158,6 +162,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     args = parse_args(argv)
     started = time.time()
     env = tool_env(args.threads)
+    if not osp.isfile(args.config):
+        raise DemoError(f'--config {args.config!r} is not a file; expected a demo config such as '
+                        f'{osp.relpath(DEFAULT_CONFIG, REPO)}.')
     cfg = Config.fromfile(args.config)
     image_size = args.image_size or int(cfg.crop_size[0])
     work_dir = new_work_dir(args.work_dir)

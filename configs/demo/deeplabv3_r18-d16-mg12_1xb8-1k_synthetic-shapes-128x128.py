@@ -4,7 +4,8 @@
 #       configs/demo/deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py
 _base_ = ['./deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-192x192.py']
 crop_size = (128, 128)
-model = dict(data_preprocessor=dict(size=crop_size, test_cfg=dict(size=crop_size)))
+data_preprocessor = dict(size=crop_size, test_cfg=dict(size=crop_size))  # also used by --tta
+model = dict(data_preprocessor=data_preprocessor)
 train_pipeline = [
     dict(type='CheckedLoadImageFromFile'),
     dict(type='CheckedLoadAnnotations'),
