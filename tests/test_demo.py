@@ -55,3 +55,30 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert str(work_dir) in again.stderr and 'not an empty directory' in again.stderr
     assert 'Traceback' not in again.stderr
     assert json.loads((work_dir / 'summary.json').read_text()) == summary
+
+
+def test_demo_configs_keep_their_canvas_under_tta():
+    """``--tta`` must not swap the demo's 192/128 px padding for the base's 513 px canvas.
+
+    mmengine's Runner gives the top-level ``data_preprocessor`` to ``SegTTAModel``, which
+    overwrites the wrapped model's with it; the demo configs therefore set both.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import deeplabv3_plugin  # noqa: F401
+    from deeplabv3_plugin.engine.tool_options import enable_tta
+
+    init_default_scope('mmseg')
+    for size in (192, 128):
+        cfg = Config.fromfile(osp.join(
+            REPO, 'configs/demo',
+            f'deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-{size}x{size}.py'))
+        enable_tta(cfg)
+        model_cfg = cfg.model.to_dict()
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor.to_dict())  # as Runner
+        tta = MODELS.build(model_cfg)
+        assert type(tta).__name__ == 'SegTTAModel'
+        assert tuple(tta.module.data_preprocessor.size) == (size, size)
+        assert tuple(tta.module.data_preprocessor.test_cfg['size']) == (size, size)
