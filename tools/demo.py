@@ -63,8 +63,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--image-size', type=int, help="image side in px (default: the config's "
                         'crop size, 192)')
     parser.add_argument('--threads', type=int, help='CPU threads of the train and test '
-                        'processes (default: $OMP_NUM_THREADS, else 1: on two busy cores one '
-                        'thread is faster than two)')
+                        'processes (default: $OMP_NUM_THREADS, else the cores idle at start: '
+                        'on busy cores fewer threads are faster)')
     return parser.parse_args(argv)
 
 
@@ -111,13 +111,27 @@ def write_run_config(cfg: Config, args: argparse.Namespace, data_root: str,
     return path
 
 
-def tool_env(threads: Optional[int]) -> Dict[str, str]:
-    """Environment of the tool processes: one compute thread unless told otherwise.
+def idle_cores() -> int:
+    """CPU cores this process may use that are idle now (at least 1): cores - 1-min load."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform: assume idle
+        load = 0.0
+    return max(1, min(cores or 1, int(cores - load + 0.5)))
 
-    On two cores, PyTorch's default of one OpenMP thread per core makes every operator wait for
-    both threads; as soon as anything else runs (the data-loading workers, another program),
-    the spinning threads collide and training gets several times slower (measured 2.5x on a
-    shared 2-core machine). One thread leaves the second core to the data workers.
+
+def tool_env(threads: Optional[int]) -> Dict[str, str]:
+    """Environment of the tool processes: as many compute threads as there are idle cores.
+
+    PyTorch starts one OpenMP thread per core, and every operator waits for all of them. On an
+    idle 2-core machine two threads train twice as fast as one; but when the cores are busy (a
+    shared machine, another program), the spinning threads collide and two threads were measured
+    2.5x *slower* than one. So the demo counts the idle cores when it starts, unless
+    ``--threads`` or ``OMP_NUM_THREADS`` says otherwise.
+
+    Returns:
+        The environment for the subprocesses, with ``OMP_NUM_THREADS`` set.
     """
     env = dict(os.environ)
     if threads is not None:
@@ -125,7 +139,7 @@ def tool_env(threads: Optional[int]) -> Dict[str, str]:
             raise DemoError(f'--threads must be >= 1, got {threads}.')
         env['OMP_NUM_THREADS'] = str(threads)
     else:
-        env.setdefault('OMP_NUM_THREADS', '1')
+        env.setdefault('OMP_NUM_THREADS', str(idle_cores()))
     return env
 
 
@@ -172,6 +186,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         REPO, 'data', 'synthetic_shapes',
         f'seed{args.seed}-{image_size}px-{args.num_train}+{args.num_val}')
 
+    print(f"==> {env['OMP_NUM_THREADS']} CPU thread(s) per tool process (--threads to change)")
     print(f'==> 1/4 dataset: SyntheticShapes ({", ".join(CLASSES)}) in {data_root}', flush=True)
     try:
         meta = generate_synthetic_shapes(data_root, num_train=args.num_train,
