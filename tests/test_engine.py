@@ -3,6 +3,7 @@
 The tools that use these are run as subprocesses in test_tools.py, test_distributed.py and
 test_resume.py; here each piece is pinned on its own, on configs and tiny modules.
 """
+import copy
 import os
 import os.path as osp
 import socket
@@ -344,6 +345,22 @@ def test_enable_tta(cfg):
     bare = Config(dict(model=dict(type='EncoderDecoder')))
     with pytest.raises(UserInputError, match='no tta_pipeline and no tta_model'):
         enable_tta(bare)
+
+
+def test_enable_tta_keeps_the_models_preprocessor(cfg):
+    """mmengine gives a model with no data_preprocessor the top-level one (mmseg bases: 512 px);
+    under --tta the wrapper must preprocess as the wrapped model does."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    cfg.data_preprocessor = dict(type='SegDataPreProcessor', size=(512, 512))
+    cfg.model.data_preprocessor.size = (48, 48)
+    enable_tta(cfg)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)  # what Runner.build_model does
+    tta = MODELS.build(model_cfg)
+    # BaseTTAModel hands its data_preprocessor to the segmentor it wraps, which runs test_step.
+    assert tuple(tta.module.data_preprocessor.size) == (48, 48)
 
 
 def test_enable_visualization_and_out(cfg, tmp_path):

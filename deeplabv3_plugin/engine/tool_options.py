@@ -5,6 +5,7 @@ option is one function here that a test can call on a config: the flags mean the
 mmseg's own tools, plus the checks that turn user mistakes into clear errors
 (:class:`~deeplabv3_plugin.engine.errors.UserInputError`).
 """
+import copy
 import inspect
 import logging
 import os.path as osp
@@ -212,6 +213,13 @@ def enable_tta(cfg: Config) -> None:
             "mmseg's configs/_base_/datasets/*.py); inherit them or drop --tta.")
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
+    # mmengine's Runner gives a model without its own data_preprocessor the config's top-level
+    # one, and BaseTTAModel passes its data_preprocessor on to the segmentor it wraps, replacing
+    # the segmentor's own: a child config that set only model.data_preprocessor (another canvas
+    # than the base's 512/513 px) would be evaluated on the base's canvas under --tta.
+    if cfg.model.get('data_preprocessor') is not None and \
+            cfg.tta_model.get('data_preprocessor') is None:
+        cfg.tta_model.data_preprocessor = copy.deepcopy(cfg.model.data_preprocessor)
     cfg.model = cfg.tta_model
 
 
