@@ -12,9 +12,12 @@ faster without retraining:
   the convolution's weight and bias, which removes one full read and write of every activation.
   Only rounding changes (the fold is computed in float64). It is only valid while BN uses its
   running statistics, so it is applied to an eval-only copy, never to a model being trained.
-* **bf16** (CPU autocast, optional). Convolutions run in bfloat16 with fp32 accumulation on CPUs
+* **bf16** (autocast, optional). Convolutions run in bfloat16 with fp32 accumulation on CPUs
   with AVX512-BF16/AMX; this does change numerics (8-bit mantissa), so it is opt-in and its
-  effect on mIoU is measured in ``benchmarks/``.
+  effect on mIoU is measured in ``benchmarks/``. Only the network (backbone, neck, decode head)
+  runs under autocast, with its convolution weights stored in bf16 once instead of cast on every
+  call (the same rounding autocast applies); the logits leave the head in float32, so upsampling,
+  argmax and test-time augmentation merging run in float32.
 * **torch.compile** (optional). Inductor with weight freezing fuses the elementwise work into
   the convolutions and prepacks the weights. It pays off over many images of one size: the
   first call compiles (tens of seconds on two cores), and each new input size or output stride
@@ -26,12 +29,10 @@ mmseg's APIs call (``test_step``, ``val_step``, ``forward``), so the tools, the 
 """
 import copy
 import warnings
-from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn import ConvModule
-from mmengine.structures import PixelData
 from mmseg.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from torch import nn
@@ -204,14 +205,44 @@ def cpu_supports_bf16() -> bool:
                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _compile_network(model: EncoderDecoder) -> None:
-    """Compile the backbone's and the decode head's ``forward`` of this (copied) model.
+def _network(model: EncoderDecoder) -> List[nn.Module]:
+    """The modules an inference forward runs: backbone, neck (if any), decode head."""
+    return [model.backbone] + ([model.neck] if model.with_neck else []) + [model.decode_head]
 
-    The instance attribute ``forward`` is replaced because mmseg's decode heads call
-    ``self.forward(...)`` directly in ``predict``, which ``nn.Module.compile`` would not reach.
-    ``freezing`` lets inductor treat the (inference-only) weights as constants.
+
+def _bf16_forward(forward: Callable, device_type: str, float_output: bool) -> Callable:
+    """``forward`` run under bf16 autocast, its output cast back to float32 if asked."""
+
+    def run(*args, **kwargs):
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            output = forward(*args, **kwargs)
+        return output.float() if float_output else output
+
+    return run
+
+
+def _use_bf16(model: EncoderDecoder) -> None:
+    """Run the network of this (copied) model in bf16, its logits in float32.
+
+    Conv weights are stored in bf16 once: autocast would round them the same way on every call.
     """
-    for module in (model.backbone, model.decode_head):
+    device_type = next(model.parameters()).device.type
+    for module in _network(model):
+        for conv in module.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.to(torch.bfloat16)
+        module.forward = _bf16_forward(module.forward, device_type,
+                                       float_output=module is model.decode_head)
+
+
+def _compile_network(model: EncoderDecoder) -> None:
+    """Compile the ``forward`` of the backbone, neck and decode head of this (copied) model.
+
+    Instance attributes ``forward`` are replaced (here and by :func:`_use_bf16`) because mmseg's
+    decode heads call ``self.forward(...)`` directly in ``predict``, which ``nn.Module.compile``
+    would not reach. ``freezing`` lets inductor treat the (inference-only) weights as constants.
+    """
+    for module in _network(model):
         module.forward = torch.compile(module.forward, options={'freezing': True})
 
 
@@ -232,10 +263,13 @@ class FastInferenceModel(nn.Module):
             ``test_output_stride`` the segmentor has is applied before anything is folded.
         channels_last (bool): Convert weights and inputs to NHWC. Defaults to True.
         fuse_bn (bool): Fold BatchNorm into the preceding convolutions. Defaults to True.
-        bf16 (bool): Run the network under CPU/CUDA bf16 autocast. Defaults to False.
+        bf16 (bool): Run the backbone and decode head under CPU/CUDA bf16 autocast, with bf16
+            conv weights; logits in float32. Defaults to False.
         compile (bool): ``torch.compile`` the backbone and the decode head (inductor, frozen
-            weights); needs an ``EncoderDecoder`` (the plugin's ``DeepLabV3`` is one) and a C++
-            compiler. Defaults to False.
+            weights); needs a C++ compiler. Defaults to False.
+
+    ``bf16`` and ``compile`` change the backbone's and decode head's ``forward``, so they need
+    an ``EncoderDecoder`` (the plugin's ``DeepLabV3`` is one).
         copy_model (bool): Work on a deep copy so that ``model`` stays trainable and its
             ``state_dict`` unchanged. Pass False only when the model is used for nothing else
             (e.g. it was just built for inference). Defaults to True.
@@ -253,24 +287,27 @@ class FastInferenceModel(nn.Module):
             raise TypeError('FastInferenceModel wraps an mmseg segmentor (BaseSegmentor), got '
                             f'{type(model).__name__}; for test-time augmentation wrap the '
                             "SegTTAModel's .module instead")
-        if compile and not isinstance(model, EncoderDecoder):
-            raise TypeError('FastInferenceModel(compile=True) compiles the backbone and decode '
-                            f'head of an EncoderDecoder; got {type(model).__name__}')
+        if (bf16 or compile) and not isinstance(model, EncoderDecoder):
+            raise TypeError(f'FastInferenceModel(bf16={bf16}, compile={compile}) changes the '
+                            'backbone and decode head of an EncoderDecoder; got '
+                            f'{type(model).__name__}')
         if copy_model:
             model = copy.deepcopy(model)
         model.eval()
         self.num_fused_bn = fuse_conv_bn(model) if fuse_bn else 0
         if channels_last:
             model.to(memory_format=torch.channels_last)
+        if bf16:
+            if next(model.parameters()).device.type == 'cpu' and not cpu_supports_bf16():
+                warnings.warn('bf16=True on a CPU without AVX512-BF16/AMX: bfloat16 is emulated '
+                              'and likely slower than float32')
+            _use_bf16(model)
         if compile:
             _compile_network(model)
         self.module = model
         self.channels_last = channels_last
         self.bf16 = bf16
         self.compiled = compile
-        if bf16 and next(model.parameters()).device.type == 'cpu' and not cpu_supports_bf16():
-            warnings.warn('bf16=True on a CPU without AVX512-BF16/AMX: autocast will emulate '
-                          'bfloat16 and is likely slower than float32')
         super().train(False)
 
     def __getattr__(self, name: str):
@@ -291,11 +328,6 @@ class FastInferenceModel(nn.Module):
             raise RuntimeError('FastInferenceModel is inference-only (BN may be folded); train '
                                'the original segmentor instead')
         return super().train(False)
-
-    def _autocast(self, device_type: str):
-        if not self.bf16:
-            return nullcontext()
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
     def _prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.channels_last and inputs.dim() == 4:
@@ -318,15 +350,8 @@ class FastInferenceModel(nn.Module):
         if mode not in ('predict', 'tensor'):
             raise ValueError(f"FastInferenceModel supports mode='predict' or 'tensor', got "
                              f'mode={mode!r} (it is inference-only)')
-        inputs = self._prepare(inputs)
-        with torch.no_grad(), self._autocast(inputs.device.type):
-            outputs = self.module(inputs, data_samples, mode=mode)
-        if mode == 'tensor':
-            return outputs.float()
-        if self.bf16:
-            for sample in outputs:
-                sample.seg_logits = PixelData(data=sample.seg_logits.data.float())
-        return outputs
+        with torch.no_grad():
+            return self.module(self._prepare(inputs), data_samples, mode=mode)
 
     def test_step(self, data: Union[dict, tuple, list]) -> list:
         """Preprocess a batch with the segmentor's data preprocessor and predict it."""
