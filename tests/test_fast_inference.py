@@ -234,6 +234,9 @@ def test_fast_model_bf16_agrees_with_fp32():
     torch.testing.assert_close(bf16_logits, logits, rtol=0.05, atol=0.05)
     assert (bf16_labels == labels).float().mean() >= 0.99
     assert fast(torch.randn(1, 3, 33, 33), mode='tensor').dtype == torch.float32
+    # unfolded BN layers take the bf16 conv outputs (float32 statistics)
+    unfused = FastInferenceModel(model, fuse_bn=False, bf16=True)
+    assert (predict(unfused)[1] == labels).float().mean() >= 0.99
 
 
 def test_fast_model_compiled_predicts_the_same_and_recompiles_for_a_new_stride():
