@@ -274,6 +274,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     results = dict(machine=machine_info(args, device), settings=vars(args),
                    variants=VARIANT_HELP, inference=[], training=[],
                    load_average_before=os.getloadavg()[0])
+    if args.accuracy:
+        # First: a missing dataset or checkpoint should stop the run before the long timings.
+        print('accuracy of the inference paths ...', flush=True)
+        results['accuracy'] = measure_accuracy(*args.accuracy, args.accuracy_data_root)
     if 'inference' not in args.skip:
         for depth in args.depths:
             for output_stride in args.output_strides:
@@ -285,9 +289,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
             for output_stride in args.train_output_strides:
                 print(f'training R-{depth} OS {output_stride} ...', flush=True)
                 results['training'].append(bench_training(depth, output_stride, args, device))
-    if args.accuracy:
-        print('accuracy of the inference paths ...', flush=True)
-        results['accuracy'] = measure_accuracy(*args.accuracy, args.accuracy_data_root)
     results['seconds'] = time.time() - started
     print(format_report(results))
     if args.json:
