@@ -1,178 +1,231 @@
-"""Weights-only loading of the checkpoints mmengine writes, for torch >= 2.6.
+"""Load the checkpoints mmengine writes without running anything the file says.
 
-Since torch 2.6, ``torch.load`` unpickles with ``weights_only=True`` by default: only tensors,
-containers and an allowlist of globals are rebuilt, so a checkpoint cannot run code on load.
-mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, and the checkpoints it saves
-carry the training state of its ``MessageHub`` (``HistoryBuffer`` objects holding numpy arrays
-and numpy scalars). Those globals are not on torch's allowlist, so ``tools/test.py CONFIG CKPT``,
-``load_from`` and ``resume`` fail on every checkpoint mmengine itself wrote.
+mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; under torch >= 2.6 that means
+torch's weights-only unpickler, which refuses the ``HistoryBuffer`` and numpy objects of the
+message hub in every checkpoint mmengine itself saves. Allowlisting those classes is not safe:
+their ``__setstate__``/BUILD and numpy's constructors take the file's state as it comes.
 
-This module fixes that the safe way, through mmengine's public extension point
-(``mmengine.runner.CheckpointLoader.register_scheme``): local checkpoint files are loaded by
-:func:`load_local_checkpoint`, which keeps torch's weights-only unpickler and allows exactly the
-globals listed in :data:`MMENGINE_CHECKPOINT_GLOBALS` for the duration of that one load
-(``torch.serialization.safe_globals`` is a context manager; torch's global allowlist is left
-untouched). Anything else a checkpoint pickles is refused with :class:`UnsafeCheckpointError`,
-which names what was refused.
-
-One global needs care: pickle protocol 2 (``torch.save``'s default) writes the methods held in
-``HistoryBuffer._statistics_methods`` as ``getattr(HistoryBuffer, 'min')``. Allowing the builtin
-``getattr`` would reopen arbitrary attribute access (and with it code execution) during
-unpickling, so the name ``builtins.getattr`` is instead bound, for these loads only, to
-:func:`_history_buffer_statistic`, which rebuilds exactly those methods and refuses anything else.
-
-torch's own escape hatch still works and stays the user's decision: with
-``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment torch loads full pickles (only do that
-for files you trust).
-
-``torchvision://NAME`` (ImageNet backbones in torchvision's layout) is also registered: mmengine
-looks its URL up by importing torchvision, which is often absent from an mmseg environment
-(and not installable beside every torch build); :func:`load_from_torchvision_zoo` falls back to
-the URL table mmengine itself bundles, so such configs load from torch hub's download cache
-(``$TORCH_HOME/hub/checkpoints``) or download as usual.
-
-The schemes are registered when :mod:`deeplabv3_plugin` is imported, which every tool of this
-project does and every config does through ``custom_imports``.
+So :func:`load_local_checkpoint` keeps torch's file formats and swaps the pickle machine for
+:class:`~.safe_unpickler.SafeUnpickler`, then :func:`_materialize` builds each real object from
+plain, validated data: numeric dtypes only, array bytes exactly filling the shape, histories of
+equal length. No real class sees the file's state, no callable beyond the unpickler's list is
+reachable, and nothing in the process changes (no class attribute, no torch safe-globals entry).
+TorchScript archives and tar files (PyTorch < 0.4) are refused. The user's explicit escape hatch
+for files they trust stays torch's own: ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``.
 """
-import os.path as osp
+import os
 import pickle
-from typing import Any, List, Optional, Union
+import tarfile
+import types
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional, Union
 
-import mmengine
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
-from mmengine.runner.checkpoint import (CheckpointLoader, load_from_http,
-                                        load_from_torchvision)
 
-__all__ = [
-    'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'load_local_checkpoint',
-    'load_from_torchvision_zoo'
-]
+from .safe_globals import (CheckpointError, UnsafeCheckpointError, _is_int, _is_int_tuple,
+                           _Record, _refuse, _require, is_record)
+from .safe_unpickler import SafeUnpickler
 
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint references objects outside :data:`MMENGINE_CHECKPOINT_GLOBALS`."""
+__all__ = ['CheckpointError', 'UnsafeCheckpointError', 'load_local_checkpoint']
 
 
-def _numpy_checkpoint_globals() -> List[Any]:
-    """The numpy objects that pickled arrays, dtypes and scalars reference (numpy 1.x and 2.x)."""
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    dtype_classes = [type(np.dtype(t)) for t in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-        np.uint64, np.float16, np.float32, np.float64)]
-    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
+class Budget:
+    """The bytes one load may still allocate: a small file cannot make the loader allocate much.
+
+    Storages and numpy data are copies of the file's bytes, so a legitimate load needs little
+    more than the file's size; 4x plus 1 MiB is ample.
+    """
+
+    def __init__(self, file_size: int) -> None:
+        self.left, self.storages, self.last_loaded = 4 * file_size + 2**20, set(), None
+
+    def charge(self, nbytes: int, what: str) -> None:
+        self.left -= nbytes
+        _require(self.left >= 0, f'{what} taking more memory than a file of its size can hold')
 
 
-_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+# --- records -> real objects --------------------------------------------------------------------
+def _real_dtype(rec: _Record, visit: Callable) -> np.dtype:
+    state = rec.state
+    _require(rec.built and type(state) is tuple and len(state) == 8
+             and all(type(v) is int for v in (state[0], *state[5:])) and state[0] == 3
+             and state[5:] == (-1, -1, 0) and type(state[1]) is str
+             and state[1] in ('<', '>', '|', '=') and all(v is None for v in state[2:5]),
+             f'a numpy dtype {rec.args[0]!r} with an unexpected state')
+    dtype = np.dtype(rec.args[0])
+    return dtype.newbyteorder(state[1]) if state[1] in '<>' else dtype
 
 
-def _history_buffer_statistic(owner: Any, name: str) -> Any:
-    """Stand-in for ``getattr`` while unpickling: only ``HistoryBuffer``'s statistics methods."""
-    allowed = set(_HISTORY_BUFFER_STATISTICS) | set(HistoryBuffer._statistics_methods)
-    if owner is HistoryBuffer and name in allowed and hasattr(HistoryBuffer, name):
-        return getattr(HistoryBuffer, name)
-    raise UnsafeCheckpointError(
-        f'getattr({getattr(owner, "__qualname__", type(owner).__name__)}, {name!r}) is not '
-        f'allowed; only HistoryBuffer statistics methods {sorted(allowed)} may be rebuilt')
+def _real_array(rec: _Record, visit: Callable) -> np.ndarray:
+    state = rec.state
+    _require(rec.built and type(state) is tuple and len(state) == 5, 'a malformed numpy array')
+    version, shape, dtype, fortran, data = state
+    _require(type(version) is int and version == 1 and _is_int_tuple(shape)
+             and is_record(dtype, 'numpy.dtype') and type(fortran) is bool
+             and type(data) is bytes, 'a malformed numpy array')
+    dtype = visit(dtype)
+    _require(len(data) == int(np.prod(shape, dtype=object)) * dtype.itemsize,
+             lambda: f'a numpy array whose {len(data)} bytes do not fill its shape {shape}')
+    array = np.frombuffer(data, dtype).reshape(shape, order='F' if fortran else 'C')
+    return array.copy(order='K')
 
 
-#: Every global a checkpoint written by mmengine's ``Runner`` references besides tensors:
-#: the message hub's ``HistoryBuffer`` (and its statistics methods, see
-#: :func:`_history_buffer_statistic`) and the numpy arrays, dtypes and scalars it holds.
-MMENGINE_CHECKPOINT_GLOBALS: List[Any] = [
-    HistoryBuffer, *_numpy_checkpoint_globals(),
-    (_history_buffer_statistic, 'builtins.getattr'),
-]
+def _real_scalar(rec: _Record, visit: Callable) -> np.generic:
+    dtype, data = visit(rec.args[0]), rec.args[1]
+    _require(not rec.built and len(data) == dtype.itemsize, f'a malformed numpy {dtype} scalar')
+    return np.frombuffer(data, dtype)[0]
 
 
-def _global_name(entry: Any) -> str:
-    if isinstance(entry, tuple):  # the (stand-in, 'module.name') entry of the allowlist
-        return 'getattr(HistoryBuffer, <statistics method>)'
-    return f'{entry.__module__}.{entry.__qualname__}'
+_HISTORY_KEYS = frozenset(('max_length', '_log_history', '_count_history', 'statistics_methods'))
+
+
+def _real_history_buffer(rec: _Record, visit: Callable) -> HistoryBuffer:
+    state = rec.state  # dict keys are plain values (SafeUnpickler), so set() is cheap
+    _require(rec.built and type(state) is dict and _HISTORY_KEYS - {'statistics_methods'}
+             <= set(state) <= _HISTORY_KEYS, 'a HistoryBuffer with unexpected state keys')
+    methods = state.get('statistics_methods', {})
+    _require(type(methods) is dict and all(is_record(m, 'statistic') for m in methods.values()),
+             'HistoryBuffer statistics methods other than getattr(HistoryBuffer, name)')
+    logs, counts, max_length = (visit(state[k])
+                                for k in ('_log_history', '_count_history', 'max_length'))
+    _require(all(type(a) is np.ndarray and a.ndim == 1 for a in (logs, counts))
+             and len(logs) == len(counts) and _is_int(max_length, 1) and len(logs) <= max_length,
+             'a HistoryBuffer whose histories are not two 1-D arrays of equal length within '
+             'max_length')
+    # The statistics methods come from the running mmengine, never from the file.
+    return HistoryBuffer(logs, counts, max_length)
+
+
+_BUILDERS = {'numpy.dtype': _real_dtype, 'numpy array': _real_array, 'numpy scalar': _real_scalar,
+             'HistoryBuffer': _real_history_buffer}
+
+
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, HistoryBuffer):
+        return sum(a.nbytes for a in obj.data)
+    return obj.nbytes if isinstance(obj, (np.ndarray, np.generic)) else 0
+
+
+def _materialize(root: Any, budget: Budget) -> Any:
+    """Replace each record in ``root`` by the real object; containers keep their identity.
+
+    Dict keys and set items are plain values (SafeUnpickler), so only values are visited.
+    """
+    memo: Dict[int, Any] = {}  # id -> (original, result): originals stay alive, ids stay unique
+
+    def visit(obj: Any) -> Any:
+        if id(obj) in memo:
+            return memo[id(obj)][1]
+        kind = type(obj)
+        if kind is list:
+            memo[id(obj)] = (obj, obj)
+            obj[:] = [visit(v) for v in obj]
+        elif kind in (dict, OrderedDict):
+            memo[id(obj)] = (obj, obj)
+            for key, value in list(obj.items()):
+                obj[key] = visit(value)
+            if kind is OrderedDict and '_metadata' in vars(obj):
+                obj._metadata = visit(obj._metadata)
+        elif kind is tuple:
+            memo[id(obj)] = (obj, tuple(visit(v) for v in obj))
+        elif kind is _Record:
+            _require(obj.kind in _BUILDERS, lambda: f'a {obj.kind} outside its object')
+            memo[id(obj)] = (obj, _BUILDERS[obj.kind](obj, visit))
+            budget.charge(_nbytes(memo[id(obj)][1]), f'a {obj.kind}')
+        return memo[id(obj)][1] if id(obj) in memo else obj
+
+    return visit(root)
+
+
+# --- the loader ---------------------------------------------------------------------------------
+def _safe_pickle_module(budget: Budget) -> types.ModuleType:
+    """A pickle module for ``torch.load(pickle_module=...)`` whose unpickler is the safe one."""
+    module = types.ModuleType('deeplabv3_plugin_safe_pickle')
+    module.Unpickler = type('Unpickler', (SafeUnpickler, ), dict(budget=budget))
+
+    def load(file: Any, **kwargs: Any) -> Any:  # torch reads a legacy file's other pickles here
+        budget.last_loaded = _materialize(module.Unpickler(file, **kwargs).load(), budget)
+        return budget.last_loaded
+
+    module.load, module.UnpicklingError = load, pickle.UnpicklingError
+    return module
+
+
+def _check_format(file: Any, file_size: int) -> bool:
+    """Refuse TorchScript archives (torch.load would run torch.jit.load), tar files and zips
+    whose records inflate beyond the file; return whether ``file`` is a zip checkpoint."""
+    is_zip = torch.serialization._is_zipfile(file)
+    if is_zip:
+        with torch.serialization._open_zipfile_reader(file) as archive:
+            records = archive.get_all_records()
+            _require('constants.pkl' not in records,
+                     'a TorchScript archive (load it with torch.jit.load if you trust it)')
+            _require(sum(archive.get_record_size(r) for r in records) <= file_size,
+                     'compressed records (torch.save stores them uncompressed)')
+    else:
+        try:
+            tarfile.open(fileobj=file, mode='r:', format=tarfile.PAX_FORMAT).close()
+        except tarfile.TarError:
+            pass
+        else:
+            _refuse('the tar format of PyTorch < 0.4')
+    file.seek(0)
+    return is_zip
+
+
+def _env_flag(name: str) -> bool:
+    return os.getenv(name, '0').lower() in ('1', 'y', 'yes', 'true')
 
 
 def load_local_checkpoint(filename: str,
-                          map_location: Optional[Union[str, torch.device]] = None) -> Any:
-    """Load a local checkpoint with torch's weights-only unpickler and mmengine's globals.
+                          map_location: Optional[Union[str, torch.device, Callable]] = None) -> Any:
+    """Load a local checkpoint (zip or legacy torch format) without running code from it.
 
     Args:
         filename: Path of the checkpoint file.
         map_location: Passed to :func:`torch.load`.
 
     Returns:
-        Whatever the file holds (usually a dict with ``state_dict``, ``meta``, ``message_hub``,
-        ``optimizer``...).
+        What the file holds: a state dict, or mmengine's dict with ``state_dict``, ``meta``,
+        ``message_hub`` (real ``HistoryBuffer``\\ s), ``optimizer``, ...
 
     Raises:
         FileNotFoundError: ``filename`` is not a file.
-        UnsafeCheckpointError: the file pickles globals other than the allowed ones.
+        UnsafeCheckpointError: the file asks for anything beyond tensors, containers, plain
+            values and mmengine's ``HistoryBuffer``/numpy data; the message names what.
+        CheckpointError: the file is corrupt or truncated.
     """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if _env_flag('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
+        return torch.load(filename, map_location=map_location)  # the user's explicit choice
     try:
-        with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
-            # weights_only is left to torch's default (True since 2.6) so that the user's
-            # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD escape hatch keeps working.
+        if _env_flag('TORCH_FORCE_WEIGHTS_ONLY_LOAD'):  # torch's own loader, as the user asked
             return torch.load(filename, map_location=map_location)
-    except pickle.UnpicklingError as err:
+        with open(filename, 'rb') as file:
+            budget = Budget(os.fstat(file.fileno()).st_size)
+            is_zip = _check_format(file, os.fstat(file.fileno()).st_size)
+            loaded = _materialize(torch.load(file, map_location=map_location, weights_only=False,
+                                             pickle_module=_safe_pickle_module(budget)), budget)
+            # A legacy file lists the storages whose bytes follow; any other one is uninitialised.
+            keys = budget.last_loaded
+            _require(is_zip or (type(keys) is list and all(type(k) is str for k in keys)
+                                and budget.storages <= set(keys)),
+                     'a storage whose bytes the file does not contain')
+            return loaded
+    except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(
-            f'Refused to load checkpoint {filename!r}: {_what_was_refused(filename, err)}. '
-            'Checkpoints written by mmengine contain nothing but tensors and '
-            f'{", ".join(sorted(_global_name(g) for g in MMENGINE_CHECKPOINT_GLOBALS))}. '
-            "Unpickling other objects can execute code, so checkpoints are loaded with torch's "
-            'weights-only unpickler. If the file comes from a source you trust, re-save its '
-            'state_dict with torch.save, or set the environment variable '
-            'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 at your own risk.') from err
-
-
-def _what_was_refused(filename: str, err: Exception) -> str:
-    """Name the refused globals, or the refused ``getattr`` call, for the error message."""
-    allowed = {g[1] if isinstance(g, tuple) else _global_name(g)
-               for g in MMENGINE_CHECKPOINT_GLOBALS}
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-    except Exception:  # not a zip-format checkpoint: torch's own message says what failed
-        found = []
-    refused = sorted(set(found) - allowed)
-    if refused:
-        return f'it pickles {", ".join(refused)}, which is not allowed'
-    # torch wraps the unpickler's own message between its boilerplate; keep just that line.
-    lines = [ln for ln in str(err).splitlines() if ln.strip()]
-    detail = next((ln for i, ln in enumerate(lines) if i and 'WeightsUnpickler error' in
-                   lines[i - 1]), lines[0] if lines else type(err).__name__)
-    return f'it rebuilds an object that is not allowed ({detail.strip()})'
-
-
-def load_from_torchvision_zoo(filename: str,
-                              map_location: Optional[Union[str, torch.device]] = None) -> Any:
-    """Load ``torchvision://NAME`` (or the deprecated ``modelzoo://NAME``), torchvision optional.
-
-    With torchvision installed this is mmengine's own loader. Without it, the URL comes from
-    the table mmengine bundles (``mmengine/hub/torchvision_0.12.json``: ``resnet18`` ...
-    ``resnet152`` and the other classic ImageNet models), and the file is read from torch hub's
-    cache or downloaded, exactly as mmengine would.
-
-    Args:
-        filename: ``torchvision://resnet50`` and the like.
-        map_location: Passed to :func:`torch.load`.
-
-    Raises:
-        KeyError: the name is not in the table; the message lists the known names.
-    """
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        name = filename.split('://', 1)[1]
-        urls = mmengine.load(osp.join(mmengine.__path__[0], 'hub', 'torchvision_0.12.json'))
-        if name not in urls:
-            raise KeyError(f'{filename}: unknown torchvision model {name!r} (torchvision is not '
-                           f'installed, so only these names are known: {", ".join(sorted(urls))})')
-        return load_from_http(urls[name], map_location=map_location)
-    return load_from_torchvision(filename, map_location=map_location)
-
-
-CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
-CheckpointLoader.register_scheme(
-    prefixes=('modelzoo://', 'torchvision://'), loader=load_from_torchvision_zoo, force=True)
+            f'Refused to load checkpoint {filename!r}: it asks for {err}. This loader builds only '
+            "tensors, containers, plain values and the HistoryBuffer and numpy data mmengine's "
+            'checkpoints hold, because unpickling anything else can run code. If the file comes '
+            'from a source you trust, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 to load it with '
+            'plain pickle.') from None
+    except Exception as err:  # untrusted bytes: every failure is the file's, never a crash
+        raise CheckpointError(f'Could not load checkpoint {filename!r}: it is corrupt, truncated '
+                              f'or not a PyTorch checkpoint ({type(err).__name__}: '
+                              f'{str(err)[:300]}).') from err
+    finally:  # torch leaves the caller's map_location behind when a load fails
+        torch.serialization._serialization_tls.map_location = None
