@@ -10,7 +10,7 @@ import os
 
 from mmengine.config import DictAction
 
-import deeplabv3_plugin  # noqa: F401  (registers the plugin's components and checkpoint loader)
+import deeplabv3_plugin.runtime  # noqa: F401  (components, safe checkpoint loader, CPU DDP)
 from deeplabv3_plugin.engine import (build_runner, check_cfg_options, load_config, run_tool,
                                      setup_distributed)
 from deeplabv3_plugin.engine.tool_options import enable_amp, set_resume, set_work_dir

@@ -7,8 +7,10 @@ _base_ = ['mmseg::_base_/default_runtime.py']
 
 # Registers MultiGridResNet, DeepLabV3Head, DeepLabV3, the bootstrapping samplers, ... in mmseg's
 # registries when the config is loaded; a failed import is an error, not a silent fallback to
-# mmseg's own classes.
-custom_imports = dict(imports=['deeplabv3_plugin'], allow_failed_imports=False)
+# mmseg's own classes. deeplabv3_plugin.runtime opts in to the safe loading of mmengine
+# checkpoints under torch >= 2.6 and to CPU distributed runs.
+custom_imports = dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
+                      allow_failed_imports=False)
 default_scope = 'mmseg'
 
 # Test-time augmentation, switched on by `tools/test.py --tta`: the paper's multi-scale test

@@ -12,7 +12,10 @@
 # block by default, as ResNetV1c with out_indices=(0, 1, 2, 3) does.
 #     mim train mmseg configs/mmseg_interop/deeplabv3-plugin_r50-d8_4xb4-20k_voc12aug-512x512.py
 _base_ = ['mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py']
-custom_imports = dict(imports=['deeplabv3_plugin'], allow_failed_imports=False)
+# 'deeplabv3_plugin' registers the modules; 'deeplabv3_plugin.runtime' is the opt-in that lets
+# mmseg's own tools/test.py and resume load mmengine checkpoints under torch >= 2.6, safely.
+custom_imports = dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
+                      allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     # mmseg's base sets `pretrained`; EncoderDecoder hands it to the backbone.

@@ -13,7 +13,6 @@ from typing import Any, List
 
 import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmseg.registry import MODEL_WRAPPERS
 
 __all__ = ['CPUSafeDDP']
@@ -61,8 +60,6 @@ class CPUSafeDDP(MMDistributedDataParallel):
 
 
 # mmseg's registry is the convention for components (the config's default_scope is 'mmseg').
-# Runner.wrap_model also looks the type up with ``get`` on mmengine's *root* registry, which does
-# not search child registries such as mmseg's, so the class is registered there too; both names
-# refer to the same class.
+# Runner.wrap_model looks the type up in mmengine's *root* registry, which does not search child
+# registries: the opt-in deeplabv3_plugin.runtime registers it there too.
 MODEL_WRAPPERS.register_module(module=CPUSafeDDP)
-MMENGINE_MODEL_WRAPPERS.register_module(module=CPUSafeDDP)
