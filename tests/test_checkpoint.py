@@ -1,25 +1,28 @@
-"""Safe loading of mmengine checkpoints (deeplabv3_plugin.utils.checkpoint).
+"""Safe loading of real checkpoints (deeplabv3_plugin.utils.checkpoint, deeplabv3_plugin.runtime).
 
 The checkpoints are written by a real mmengine Runner and read back through mmengine's own
-loader (the path ``load_from``, ``resume`` and ``tools/test.py`` take).
+loader (the path ``load_from``, ``resume`` and ``tools/test.py`` take). Crafted files are in
+tests/test_checkpoint_attacks.py.
 """
 import os
 import subprocess
 import sys
+import zipfile
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 from torch.utils.data import Dataset
 
-import deeplabv3_plugin  # noqa: F401  (registers the loader)
-from deeplabv3_plugin.utils.checkpoint import (MMENGINE_CHECKPOINT_GLOBALS,
-                                               UnsafeCheckpointError)
+import deeplabv3_plugin.runtime  # noqa: F401  (the opt-in safe loader)
+from deeplabv3_plugin.utils.checkpoint import (CheckpointError, UnsafeCheckpointError,
+                                               load_local_checkpoint)
 
 
 class _Linear(BaseModel):
@@ -60,52 +63,103 @@ def mmengine_checkpoint(tmp_path_factory):
     return str(work_dir / 'iter_2.pth')
 
 
-def test_mmengine_checkpoint_loads_weights_only(mmengine_checkpoint):
+def _same(a, b) -> bool:
+    """Deep equality of what checkpoints hold (arrays, tensors, HistoryBuffers, containers)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, HistoryBuffer):
+        return a.max_length == b.max_length and all(map(_same, a.data, b.data))
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a) and \
+            _same(getattr(a, '_metadata', None), getattr(b, '_metadata', None))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b and (not isinstance(a, np.generic) or a.dtype == b.dtype)
+
+
+def _trusted(path):
+    return torch.load(path, weights_only=False)  # files these tests wrote themselves
+
+
+def test_mmengine_checkpoint_loads_exactly(mmengine_checkpoint):
     ckpt = _load_checkpoint(mmengine_checkpoint, map_location='cpu')
     assert set(ckpt) >= {'state_dict', 'message_hub', 'optimizer', 'meta'}
+    assert _same(ckpt, _trusted(mmengine_checkpoint))
     loss = ckpt['message_hub']['log_scalars']['train/loss']
-    assert isinstance(loss, HistoryBuffer)
-    # the statistics methods were rebuilt as the real ones, not as arbitrary attributes
-    assert loss._statistics_methods['mean'] is HistoryBuffer.mean
-    assert torch.isfinite(torch.tensor(loss.mean()))
+    assert isinstance(loss, HistoryBuffer) and loss.statistics('mean') == loss.mean()
+    assert isinstance(ckpt['state_dict'], dict) and hasattr(ckpt['state_dict'], '_metadata')
 
 
-def test_torch_global_allowlist_is_left_untouched(mmengine_checkpoint):
-    _load_checkpoint(mmengine_checkpoint)
-    # torch registers some of its own classes lazily, so only ours are checked: none leaked.
-    after = torch.serialization.get_safe_globals()
-    leaked = [g for g in MMENGINE_CHECKPOINT_GLOBALS if g in after]
-    assert leaked == []
-    assert HistoryBuffer not in after and getattr not in after
+def test_legacy_format_and_plain_state_dicts_load(mmengine_checkpoint, tmp_path):
+    legacy = tmp_path / 'legacy.pth'
+    torch.save(_trusted(mmengine_checkpoint), legacy, _use_new_zipfile_serialization=False)
+    assert _same(load_local_checkpoint(str(legacy)), _trusted(mmengine_checkpoint))
+    weights = tmp_path / 'weights.pth'
+    torch.save(nn.Conv2d(3, 4, 3).state_dict(), weights)
+    assert _same(_load_checkpoint(str(weights)), _trusted(weights))
 
 
-class _RunsCode:
+def _with_numpy1_names(path, tmp_path):
+    """The checkpoint as numpy 1.x writes it: ``numpy.core.multiarray`` instead of ``_core``."""
+    out = tmp_path / 'numpy1.pth'
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith('data.pkl'):
+                assert b'numpy._core.multiarray' in data
+                data = data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray')
+            dst.writestr(info.filename, data)
+    return str(out)
 
-    def __reduce__(self):
-        return (os.system, ('echo should-never-run',))
+
+def test_checkpoints_written_under_numpy1_load(mmengine_checkpoint, tmp_path):
+    loaded = _load_checkpoint(_with_numpy1_names(mmengine_checkpoint, tmp_path))
+    assert _same(loaded, _trusted(mmengine_checkpoint))
 
 
-class _ArbitraryGetattr:
+def test_resume_restores_the_message_hub(mmengine_checkpoint, tmp_path):
+    """``resume`` through the safe loader: the scalars of the message hub come back."""
+    runner = Runner(
+        model=_Linear(), work_dir=str(tmp_path),
+        train_dataloader=dict(
+            dataset=_Points(), batch_size=2, sampler=dict(type='DefaultSampler', shuffle=True)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        train_cfg=dict(by_epoch=False, max_iters=2), default_hooks=dict(checkpoint=None))
+    runner.resume(mmengine_checkpoint)
+    saved = _trusted(mmengine_checkpoint)['message_hub']['log_scalars']['train/loss']
+    resumed = runner.message_hub.get_scalar('train/loss')
+    assert runner.iter == 2 and _same(resumed, saved)
 
-    def __reduce__(self):
-        return (getattr, (HistoryBuffer, 'update'))
 
-
-def test_checkpoint_with_foreign_global_is_refused(tmp_path):
-    path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {}, 'payload': _RunsCode()}, path)
+def test_refusals_name_the_file_and_the_escape_hatch(tmp_path):
+    path = tmp_path / 'foreign.pth'
+    torch.save({'state_dict': {}, 'payload': Fraction(1, 2)}, path)
     with pytest.raises(UnsafeCheckpointError) as err:
         _load_checkpoint(str(path))
     message = str(err.value)
-    assert str(path) in message
-    assert 'posix.system' in message and 'is not allowed' in message
-    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' in message
+    assert str(path) in message and "the global 'fractions.Fraction'" in message
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1' in message
 
 
-def test_getattr_is_only_allowed_for_history_buffer_statistics(tmp_path):
-    path = tmp_path / 'getattr.pth'
-    torch.save({'payload': _ArbitraryGetattr()}, path)
-    with pytest.raises(UnsafeCheckpointError, match=r"getattr\(HistoryBuffer, 'update'\)"):
+def test_corrupt_files_raise_the_plugins_error(mmengine_checkpoint, tmp_path):
+    with open(mmengine_checkpoint, 'rb') as f:
+        data = f.read()
+    for name, content in [('truncated', data[:len(data) // 2]), ('magic', b'\x80\x02K\x01.'),
+                          ('empty', b''), ('text', b'not a checkpoint\n')]:
+        path = tmp_path / f'{name}.pth'
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError, match=str(path)):
+            _load_checkpoint(str(path))
+
+
+def test_torchscript_archives_are_refused(tmp_path):
+    path = tmp_path / 'scripted.pt'
+    torch.jit.save(torch.jit.script(nn.Linear(2, 1)), str(path))
+    with pytest.raises(UnsafeCheckpointError, match='TorchScript archive'):
         _load_checkpoint(str(path))
 
 
@@ -114,18 +168,71 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         _load_checkpoint(str(tmp_path / 'nowhere.pth'))
 
 
-def test_plain_state_dict_still_loads(tmp_path):
-    path = tmp_path / 'weights.pth'
-    torch.save(nn.Linear(2, 1).state_dict(), path)
-    assert set(_load_checkpoint(str(path))) == {'weight', 'bias'}
+_CHILD_SIDE_EFFECTS = '''
+import sys, torch
+from fractions import Fraction
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import _load_checkpoint
+import deeplabv3_plugin.runtime
+HistoryBuffer()  # mmengine's defaults, as after any training step
+torch.serialization.add_safe_globals([Fraction])  # the user's own allowlist entry
+before = (dict(HistoryBuffer._statistics_methods), list(torch.serialization.get_safe_globals()),
+          dict(vars(HistoryBuffer)))
+for path in sys.argv[1:]:
+    try:
+        _load_checkpoint(path)
+    except Exception as err:
+        print('RESULT', type(err).__name__)
+after = (dict(HistoryBuffer._statistics_methods), list(torch.serialization.get_safe_globals()),
+         dict(vars(HistoryBuffer)))
+assert before == after, (before, after)
+assert Fraction in torch.serialization.get_safe_globals()
+print('RESULT unchanged')
+'''
+
+
+def test_loading_changes_nothing_in_the_process(mmengine_checkpoint, tmp_path):
+    """No class attribute, no torch safe-globals entry of the user's, is touched by a load."""
+    from _pickle_writer import Ops, write_checkpoint
+    poison = Ops().glob('mmengine.logging.history_buffer', 'HistoryBuffer').empty_tuple().newobj()
+    poison.empty_dict().mark().text('statistics_methods').empty_dict().mark().text('__init__')
+    poison.glob('__builtin__', 'getattr').mark().glob('mmengine.logging.history_buffer',
+                                                      'HistoryBuffer')
+    poison.text('min').tuple_().reduce().setitems().setitems().build()
+    poisoned = write_checkpoint(str(tmp_path / 'poison.pth'), bytes(poison), 'zip')
+    proc = subprocess.run([sys.executable, '-c', _CHILD_SIDE_EFFECTS, poisoned,
+                           mmengine_checkpoint], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith('RESULT')]
+    assert results == ['UnsafeCheckpointError', 'unchanged']
+
+
+def test_importing_the_plugin_leaves_mmengine_alone():
+    """``import deeplabv3_plugin`` registers components only; the runtime module is the opt-in."""
+    code = '''
+from mmengine.registry import MODEL_WRAPPERS
+from mmengine.runner.checkpoint import CheckpointLoader
+before = dict(CheckpointLoader._schemes)
+import deeplabv3_plugin
+from mmseg.registry import MODELS
+assert MODELS.get('DeepLabV3Head') is not None
+assert CheckpointLoader._schemes == before and MODEL_WRAPPERS.get('CPUSafeDDP') is None
+import deeplabv3_plugin.runtime
+from deeplabv3_plugin.utils.checkpoint import load_local_checkpoint
+assert CheckpointLoader._schemes[''] is load_local_checkpoint
+assert MODEL_WRAPPERS.get('CPUSafeDDP') is not None
+print('ok')
+'''
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-3000:]
 
 
 def test_users_escape_hatch_still_works(tmp_path):
     """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 is the user's own, explicit decision."""
     path = tmp_path / 'trusted.pth'
     torch.save({'payload': Fraction(1, 2)}, path)  # not a global mmengine checkpoints hold
-    code = ('import deeplabv3_plugin; from mmengine.runner.checkpoint import _load_checkpoint;'
-            f'print(_load_checkpoint({str(path)!r})["payload"])')
+    code = ('import deeplabv3_plugin.runtime; from mmengine.runner.checkpoint import '
+            f'_load_checkpoint; print(_load_checkpoint({str(path)!r})["payload"])')
     refused = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert refused.returncode != 0 and 'UnsafeCheckpointError' in refused.stderr
     allowed = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
@@ -136,7 +243,6 @@ def test_users_escape_hatch_still_works(tmp_path):
 
 def test_torchvision_scheme_needs_no_torchvision(tmp_path, monkeypatch):
     """`torchvision://resnet50` resolves through mmengine's bundled URL table and the hub cache."""
-    # The point is that the scheme works without torchvision: make sure that path is exercised.
     monkeypatch.setitem(sys.modules, 'torchvision', None)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     cache = tmp_path / 'hub' / 'checkpoints'
@@ -147,3 +253,4 @@ def test_torchvision_scheme_needs_no_torchvision(tmp_path, monkeypatch):
     assert torch.equal(loaded['weight'], weights['weight'])
     with pytest.raises(KeyError, match="unknown torchvision model 'resnet5O'.*resnet101"):
         _load_checkpoint('torchvision://resnet5O')
+    assert CheckpointLoader._schemes['torchvision://'] is not None
