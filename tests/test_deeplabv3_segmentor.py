@@ -216,7 +216,9 @@ def _strides(model):
 def test_free_function_sets_the_test_output_stride_not_the_training_one(order):
     """``set_output_stride(model, 8)`` is for evaluation: in either order with ``.eval()`` the
     model evaluates at OS 8, and ``.train()`` trains again at its OS 16 with rates (6, 12, 18)."""
-    model = build(decode_head=aspp_head(), output_stride=16)
+    head = dict(type='DeepLabV3Head', in_channels=128, channels=8, atrous_rates=(6, 12, 18),
+                num_classes=NUM_CLASSES, in_index=-1, norm_cfg=dict(type='BN'))
+    model = build(decode_head=head, output_stride=16)
     if order == 'eval_then_helper':
         model.eval()
         set_output_stride(model, 8)

@@ -280,7 +280,8 @@ def set_output_stride(model: nn.Module, output_stride: int) -> None:
     for module in model.modules():  # pre-order: a segmentor comes before its submodules
         if id(module) in handled:
             continue
-        if hasattr(module, 'test_output_stride'):
+        # the class's property, not hasattr: wrappers forward unknown attributes to their module
+        if isinstance(getattr(type(module), 'test_output_stride', None), property):
             module.test_output_stride = output_stride
             handled.update(id(sub) for sub in module.modules())
             switched = True
