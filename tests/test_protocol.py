@@ -88,7 +88,7 @@ def test_loss_divides_the_batch_sum_by_the_non_ignored_pixels():
     logits = torch.randn(2, 21, 5, 5)
     ours = head.loss_by_feat(logits, samples)['loss_ce']
     official = official_loss(logits, labels)
-    torch.testing.assert_close(ours, official, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=0)
     # the batch is normalised as a whole, not image by image
     per_image = torch.stack([official_loss(logits[i:i + 1], labels[i:i + 1]) for i in (0, 1)])
     assert not torch.allclose(ours, per_image.mean(), rtol=1e-3)
