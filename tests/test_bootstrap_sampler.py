@@ -3,6 +3,7 @@
 The samplers are tested on a generated VOC-format dataset read by mmseg's ``PascalVOCDataset``,
 and built the way users reach them: through mmengine's ``Runner.build_dataloader`` and configs.
 """
+import gc
 import json
 import os
 import os.path as osp
@@ -228,6 +229,23 @@ def test_infinite_sampler_streams_epochs_and_shards(voc_root, cache_dir, monkeyp
         iterator = iter(sampler)
         shards.append([next(iterator) for _ in range(22)])
     assert shards[0] == stream[0:44:2] and shards[1] == stream[1:44:2]
+
+
+def test_infinite_sampler_new_iterator_continues_after_a_discarded_one(voc_root, cache_dir):
+    """A DataLoader re-creates its sampler iterator (e.g. after validation without persistent
+    workers): the first iterator, dropped and garbage-collected mid-stream, must not end the
+    stream, and the next iterator continues where the first one stopped."""
+    dataset = build_voc(voc_root)
+    reference = iter(InfiniteBootstrapSampler(dataset, HARD, repeat_factor=2, seed=9,
+                                              cache_dir=cache_dir))
+    expected = [next(reference) for _ in range(20)]
+    sampler = InfiniteBootstrapSampler(dataset, HARD, repeat_factor=2, seed=9, cache_dir=cache_dir)
+    first = iter(sampler)
+    head = [next(first) for _ in range(7)]
+    del first
+    gc.collect()
+    second = iter(sampler)
+    assert head + [next(second) for _ in range(13)] == expected
 
 
 def _two_process_worker(rank, store, root, cache_dir, out_dir, reads):

@@ -354,12 +354,14 @@ def test_config_is_its_paper_row(path):
     assert head.num_classes == spec['num_classes']
     bns = _bns(backbone) + _bns(head)
     model.train()
-    if spec['frozen_bn']:
+    if spec['frozen_bn']:  # official fine_tune_batch_norm=False (test_protocol.py trains it)
         assert all(not bn.training for bn in bns), 'frozen BN: statistics not updated'
-        assert all(not p.requires_grad for bn in bns for p in bn.parameters())
+        assert all(p.requires_grad for bn in bns for p in bn.parameters()), 'gamma/beta train'
     else:
         assert all(bn.training and bn.weight.requires_grad for bn in bns)
         assert all(bn.momentum == pytest.approx(0.0003) for bn in bns), 'BN decay 0.9997'
+
+    check_official_protocol(cfg, head, spec)
 
     # --- data, schedule, start
     loader = cfg.train_dataloader
@@ -409,6 +411,35 @@ def test_config_is_its_paper_row(path):
         assert _tta_views(cfg.tta_pipeline) == (tuple(spec['tta'][0]), spec['tta'][1])
 
 
+OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+OFFICIAL_STEPS = ['CheckedLoadImageFromFile', 'CheckedLoadAnnotations', 'CheckSegSample',
+                  'RandomChoice', 'RandomCrop', 'Pad', 'RandomFlip', 'PackSegInputs']
+
+
+def check_official_protocol(cfg, head, spec) -> None:
+    """The official code's training settings (docs/protocol.md; test_protocol.py runs them)."""
+    assert isinstance(cfg.randomness['seed'], int), 'a fixed seed, for --resume'
+    loss = head.loss_decode
+    assert loss.avg_non_ignore and loss.class_weight is None and loss.loss_weight == 1.0
+    assert head.sampler is None and head.ignore_index == 255, 'every pixel, no hard mining'
+    assert all(bn.eps == 1e-5 for bn in _bns(head)), 'BN epsilon 1e-5'
+    assert cfg.optim_wrapper.paramwise_cfg == dict(
+        norm_decay_mult=0.0, bias_decay_mult=0.0, bias_lr_mult=2.0)
+    if spec['head'] == 'aspp':  # slim.dropout(keep_prob=0.9) after concat_projection
+        assert head.dropout is None and head.aspp.dropout.p == (
+            0.5 if spec['extra_convs'] else 0.1)
+    steps = _train_pipeline(cfg)
+    assert [t['type'] for t in steps] == OFFICIAL_STEPS
+    load_image, _, _, scale, crop, pad, flip, _ = steps
+    assert load_image['to_float32']
+    assert tuple(t[0]['scale_factor'] for t in scale['transforms']) == OFFICIAL_SCALES
+    assert all(t[0]['type'] == 'Resize' and t[0]['keep_ratio'] for t in scale['transforms'])
+    assert crop.get('cat_max_ratio', 1.0) == 1.0, 'one uniform crop, no re-drawing'
+    assert tuple(pad['size']) == (spec['crop'], spec['crop'])
+    assert pad['pad_val'] == dict(img=(103.53, 116.28, 123.675), seg=255)
+    assert (flip['prob'], flip['direction']) == (0.5, 'horizontal')
+
+
 def test_tta_variant_builds_as_tools_test_wraps_it():
     """`tools/test.py CFG CKPT --tta` wraps the model in SegTTAModel: that must build."""
     path = [p for p in PAPER_CONFIGS if p.endswith('voc12aug-513x513_eval-os8-ms-flip.py')][0]
@@ -436,6 +467,10 @@ def test_other_configs_load_build_and_forward(path):
     else:
         model = MODELS.build(ConfigDict(_to_bn(model_cfg.to_dict())))
     run_forward(model, model.decode_head.num_classes)
+    assert isinstance(cfg.randomness['seed'], int), 'a fixed seed, for --resume'
+    for head in (model.decode_head, getattr(model, 'auxiliary_head', None)):
+        if head is not None:
+            assert head.loss_decode.avg_non_ignore, 'loss / number of non-ignored pixels'
 
 
 def test_coco_row_takes_every_tensor_of_the_converted_torchvision_model():

@@ -207,26 +207,44 @@ def test_forward_backward_at_os16_and_os8(output_stride):
     assert model.backbone.layer4[0].conv2.dilation[0] == 32 // output_stride
 
 
-def test_free_function_on_the_segmentor_moves_the_training_output_stride():
-    model = build(output_stride=16, test_output_stride=8)
-    set_output_stride(model, 32)
-    assert model.output_stride == 32 and model.backbone.output_stride == 32
-    assert model.decode_head.output_stride == 32
-    model.eval()
-    assert model.backbone.output_stride == 8
+def _strides(model):
+    return (model.backbone.output_stride, model.decode_head.output_stride,
+            model.decode_head.effective_rates)
+
+
+@pytest.mark.parametrize('order', ['eval_then_helper', 'helper_then_eval'])
+def test_free_function_sets_the_test_output_stride_not_the_training_one(order):
+    """``set_output_stride(model, 8)`` is for evaluation: in either order with ``.eval()`` the
+    model evaluates at OS 8, and ``.train()`` trains again at its OS 16 with rates (6, 12, 18)."""
+    head = dict(type='DeepLabV3Head', in_channels=128, channels=8, atrous_rates=(6, 12, 18),
+                num_classes=NUM_CLASSES, in_index=-1, norm_cfg=dict(type='BN'))
+    model = build(decode_head=head, output_stride=16)
+    if order == 'eval_then_helper':
+        model.eval()
+        set_output_stride(model, 8)
+    else:
+        set_output_stride(model, 8)
+        assert _strides(model) == (16, 16, (6, 12, 18)), 'train mode keeps the training OS'
+        model.eval()
+    assert _strides(model) == (8, 8, (12, 24, 36))
+    assert (model.output_stride, model.test_output_stride) == (16, 8)
     model.train()
-    assert model.backbone.output_stride == 32
+    assert _strides(model) == (16, 16, (6, 12, 18))
+    losses = model(**batch(model, size=33), mode='loss')  # trains at OS 16
+    assert losses['decode.loss_ce'].requires_grad
+    assert _strides(model) == (16, 16, (6, 12, 18))
 
 
 def test_mode_change_realigns_a_submodule_switched_on_its_own():
     model = build(output_stride=16, test_output_stride=8).eval()
-    set_output_stride(model, 32)  # in eval mode: every module to 32, training OS now 32
+    assert model.backbone.output_stride == 8 and model.decode_head.output_stride == 8
+    set_output_stride(model.backbone, 32)  # the free function on a submodule: switched at once
+    model.decode_head.set_output_stride(32)  # behind the segmentor's back
     assert model.backbone.output_stride == 32 and model.decode_head.output_stride == 32
+    model.train()
+    assert model.backbone.output_stride == 16 and model.decode_head.output_stride == 16
     model.eval()
     assert model.backbone.output_stride == 8 and model.decode_head.output_stride == 8
-    model.backbone.set_output_stride(16)  # behind the segmentor's back
-    model.train()
-    assert model.backbone.output_stride == 32 and model.decode_head.output_stride == 32
 
 
 def test_without_output_stride_the_submodules_values_are_used():

@@ -57,6 +57,27 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert json.loads((work_dir / 'summary.json').read_text()) == summary
 
 
+def test_demo_reruns_with_the_same_thread_count_are_identical(tmp_path):
+    """The README's claim: a rerun of the demo (same seed, same thread count, which the demo
+    fixes per machine) gives the same figures, down to every trained weight."""
+    import torch
+
+    runs = []
+    for name in ('first', 'second'):
+        done = _run('--work-dir', str(tmp_path / name), '--data-root', str(tmp_path / 'data'),
+                    '--iters', '6', '--num-train', '8', '--num-val', '2', '--image-size', '48',
+                    '--threads', '2')
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs.append(json.loads((tmp_path / name / 'summary.json').read_text()))
+    first, second = runs
+    for name in ('single_scale', 'ms_flip'):
+        assert first['results'][name]['mIoU'] == second['results'][name]['mIoU']
+    weights = [torch.load(run['checkpoint'], map_location='cpu', weights_only=False)['state_dict']
+               for run in runs]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_demo_configs_keep_their_canvas_under_tta():
     """``--tta`` must not swap the demo's 192/128 px padding for the base's 513 px canvas.
 

@@ -4,16 +4,19 @@ The resumed run must continue from the last complete checkpoint (iteration count
 poly LR schedule restored) and stop at the same max_iters, so both runs together perform each
 iteration once.
 """
+import os
 import os.path as osp
 import re
 import signal
 import subprocess
 import time
 
+from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import deeplabv3_plugin  # noqa: F401  (the weights-only checkpoint loader the tools use)
-from tools_testutils import check_ok, make_voc_dataset, run, tool_env, train_cmd
+from _sample_recorder import read_drawn_samples
+from tools_testutils import REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run, tool_env, train_cmd
 
 MAX_ITERS = 60
 BASE_LR = 0.01  # tools_tiny.py's SGD lr
@@ -79,3 +82,42 @@ def test_resume_without_checkpoint_starts_from_the_beginning(tmp_path):
     assert 'no checkpoint in work dir' in output and 'starts from the beginning' in output
     assert 'Iter(train) [2/2]' in output
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+
+
+def test_resumed_bootstrapped_run_draws_the_images_of_the_uninterrupted_run(tmp_path):
+    """The sampler is built before ``--resume`` restores the old run's seed, so only a seed fixed
+    in the config makes a resumed run draw what the uninterrupted run draws. Every paper config
+    takes it from the base runtime (pinned for each config in test_configs.py); this runs the
+    tiny config with that seed and the stage-2 bootstrapping sampler, kills it, resumes it, and
+    compares the image names of every iteration after the checkpoint."""
+    runtime = Config.fromfile(osp.join(REPO_ROOT, 'configs', '_base_', 'default_runtime.py'))
+    seed = runtime.randomness['seed']
+    assert isinstance(seed, int), 'the base runtime fixes randomness.seed'
+    env = tool_env(make_voc_dataset(str(tmp_path / 'voc'), num_train=6))
+    env['PYTHONPATH'] = os.pathsep.join(
+        [osp.join(REPO_ROOT, 'tests'), env.get('PYTHONPATH', '')])
+    config = tmp_path / 'bootstrapped_tiny.py'
+    config.write_text(f"""_base_ = [{TINY_CONFIG!r}]
+custom_imports = dict(imports=['deeplabv3_plugin', '_sample_recorder'])
+custom_hooks = [dict(type='RecordDrawnSamplesHook')]
+randomness = dict(seed={seed})
+train_dataloader = dict(sampler=dict(
+    _delete_=True, type='InfiniteBootstrapSampler', repeat_factor=2.0,
+    hard_classes=('bicycle', 'chair', 'diningtable', 'pottedplant', 'sofa', 'person', 'car'),
+    cache_dir={str(tmp_path / 'cache')!r}))
+""")
+    options = ['--cfg-options', *SCHEDULE[1:]]
+    whole_dir, resumed_dir = str(tmp_path / 'whole'), str(tmp_path / 'resumed')
+    check_ok(run(train_cmd(whole_dir, *options, config=str(config)), env))
+    (whole, ) = read_drawn_samples(whole_dir).values()
+    assert sorted(whole) == list(range(MAX_ITERS))
+
+    _kill_after_first_checkpoint(train_cmd(resumed_dir, *options, config=str(config)), env)
+    with open(osp.join(resumed_dir, 'last_checkpoint')) as f:
+        interrupted_at = _load_checkpoint(f.read().strip(), map_location='cpu')['meta']['iter']
+    check_ok(run(train_cmd(resumed_dir, '--resume', *options, config=str(config)), env))
+    runs = read_drawn_samples(resumed_dir)
+    assert len(runs) == 2, 'the killed run and its resumption'
+    resumed = [r for r in runs.values() if min(r) == interrupted_at]
+    assert len(resumed) == 1
+    assert resumed[0] == {i: whole[i] for i in range(interrupted_at, MAX_ITERS)}

@@ -63,8 +63,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--image-size', type=int, help="image side in px (default: the config's "
                         'crop size, 192)')
     parser.add_argument('--threads', type=int, help='CPU threads of the train and test '
-                        'processes (default: $OMP_NUM_THREADS, else the cores idle at start: '
-                        'on busy cores fewer threads are faster)')
+                        'processes (default: $OMP_NUM_THREADS, else every usable core; reruns '
+                        'with the same count give identical figures; on busy cores fewer '
+                        'threads are faster)')
     return parser.parse_args(argv)
 
 
@@ -111,24 +112,22 @@ def write_run_config(cfg: Config, args: argparse.Namespace, data_root: str,
     return path
 
 
-def idle_cores() -> int:
-    """CPU cores this process may use that are idle now (at least 1): cores - 1-min load."""
+def usable_cores() -> int:
+    """CPU cores this process may use (at least 1), independent of the current load."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform: assume idle
-        load = 0.0
-    return max(1, min(cores or 1, int(cores - load + 0.5)))
+    return max(1, cores or 1)
 
 
 def tool_env(threads: Optional[int]) -> Dict[str, str]:
-    """Environment of the tool processes: as many compute threads as there are idle cores.
+    """Environment of the tool processes, with a fixed number of compute threads.
 
-    PyTorch starts one OpenMP thread per core, and every operator waits for all of them. On an
-    idle 2-core machine two threads train twice as fast as one; but when the cores are busy (a
-    shared machine, another program), the spinning threads collide and two threads were measured
-    2.5x *slower* than one. So the demo counts the idle cores when it starts, unless
-    ``--threads`` or ``OMP_NUM_THREADS`` says otherwise.
+    The seed fixes the data, the initial weights and the augmentations; what remains is the
+    thread count, which changes the order in which PyTorch's CPU kernels add up partial sums,
+    so figures differ in the last digits from one thread count to another. The default is
+    therefore the same on every run on a machine, every usable core (not the cores idle at
+    start, which varied with the load), and reruns are identical. On busy cores fewer threads
+    can be faster (two were measured 2.5x slower than one); ``--threads 1`` trades that for
+    other last digits.
 
     Returns:
         The environment for the subprocesses, with ``OMP_NUM_THREADS`` set.
@@ -139,7 +138,7 @@ def tool_env(threads: Optional[int]) -> Dict[str, str]:
             raise DemoError(f'--threads must be >= 1, got {threads}.')
         env['OMP_NUM_THREADS'] = str(threads)
     else:
-        env.setdefault('OMP_NUM_THREADS', str(idle_cores()))
+        env.setdefault('OMP_NUM_THREADS', str(usable_cores()))
     return env
 
 

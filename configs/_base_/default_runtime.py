@@ -13,6 +13,12 @@ custom_imports = dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
                       allow_failed_imports=False)
 default_scope = 'mmseg'
 
+# A fixed seed: mmengine builds the training sampler (its shuffling seed) before `--resume`
+# restores the interrupted run's seed, so without one a resumed run would draw another
+# permutation of the images than the uninterrupted run. Override with `--cfg-options
+# randomness.seed=N` for another draw.
+randomness = dict(seed=0)
+
 # Test-time augmentation, switched on by `tools/test.py --tta`: the paper's multi-scale test
 # (Sec. 4.2, Tab. 4 and 6) averages the class *probabilities* of the scales {0.5, ..., 1.75}, and
 # "Flip" adds the left-right flipped input of every scale. SegTTAModel averages softmax outputs,

@@ -10,9 +10,9 @@ _base_ = [
     '../_base_/models/deeplabv3-aspp_r101.py', '../_base_/datasets/voc12trainval_513x513.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_30k_stage2.py'
 ]
-# Frozen BN (Sec. 4.1): affine parameters not trained (requires_grad=False) and running
-# statistics not updated (norm_eval=True) in the backbone and in the head.
-frozen_bn = dict(type='SyncBN', momentum=0.0003, requires_grad=False)
+# Frozen BN (Sec. 4.1), as the official fine_tune_batch_norm=False: BN in inference mode (running
+# statistics used, not updated: norm_eval=True), gamma/beta still trained (requires_grad=True).
+frozen_bn = dict(type='SyncBN', momentum=0.0003, requires_grad=True)
 model = dict(
     output_stride=8,
     backbone=dict(

@@ -43,4 +43,7 @@ model = dict(
         num_classes=21,
         norm_cfg=norm_cfg,
         align_corners=False,
+        # mmseg's own loss normalisation (avg_non_ignore=False: divided by every pixel, 255
+        # included) is kept on purpose: this config is mmseg's recipe with the plugin's modules,
+        # not the paper's protocol (configs/deeplabv3/ and docs/protocol.md are).
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))

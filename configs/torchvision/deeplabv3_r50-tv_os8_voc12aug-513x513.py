@@ -50,7 +50,10 @@ model = dict(
         num_classes=21,
         norm_cfg=norm_cfg,
         align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.5)))
+        # Averaged over non-ignored pixels, like the main loss (and torchvision's reference,
+        # F.cross_entropy(ignore_index=255)).
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.5, avg_non_ignore=True)))
 # Tab. 6 "+ COCO pretraining": fine-tune with initial learning rate 1e-4.
 optim_wrapper = dict(optimizer=dict(lr=1e-4))
 # Where the conversion command above writes; a missing file stops training with a clear error

@@ -3,20 +3,26 @@
 # on the whole image". Labels are the 19 train ids (`*_gtFine_labelTrainIds.png`, written by
 # `tools/prepare_cityscapes.py`).
 #
-# All images are 2048 x 1024, so RandomResize to a ratio of (2048, 1024) is the paper's random
-# scale 0.5..2.0 of the original image. Test: the whole image, padded by the data preprocessor to
+# Training: the VOC base's pipeline (official input_preprocess, step by step: discrete random
+# scale {0.5, ..., 2.0}, pad with the mean pixel / ignore label, random crop, flip) at 769. Test: the whole image, padded by the data preprocessor to
 # 1025 x 2049 (odd sizes for align_corners, as the TF reference evaluates Cityscapes).
 # The checked transforms name a file that cannot be decoded, a label of another size than its
 # image, or label values outside 0..18 and 255 (e.g. raw label ids instead of train ids).
 dataset_type = 'CityscapesDataset'
 data_root = 'data/cityscapes/'
 crop_size = (769, 769)
+scale_factors = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+random_scale = dict(
+    type='RandomChoice',
+    transforms=[[dict(type='Resize', scale_factor=s, keep_ratio=True)] for s in scale_factors])
+mean_pixel_bgr = (103.53, 116.28, 123.675)
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile', to_float32=True),
     dict(type='CheckedLoadAnnotations'),
     dict(type='CheckSegSample', num_classes=19),
-    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
+    random_scale,
     dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='Pad', size=crop_size, pad_val=dict(img=mean_pixel_bgr, seg=255)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackSegInputs'),
 ]

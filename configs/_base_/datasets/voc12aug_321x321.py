@@ -2,12 +2,14 @@
 # only the training crop changes; evaluation still pads to 513 x 513.
 _base_ = ['./voc12aug_513x513.py']
 crop_size = (321, 321)
+mean_pixel_bgr = {{_base_.mean_pixel_bgr}}
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile', to_float32=True),
     dict(type='CheckedLoadAnnotations'),
     dict(type='CheckSegSample', num_classes=21),
-    dict(type='RandomResize', scale=(500, 500), ratio_range=(0.5, 2.0), keep_ratio=True),
+    {{_base_.random_scale}},
     dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='Pad', size=crop_size, pad_val=dict(img=mean_pixel_bgr, seg=255)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackSegInputs'),
 ]

@@ -4,13 +4,20 @@
 # are neither in VOC train nor in VOC val (labels converted into SegmentationClassAug and listed in
 # aug.txt by `tools/prepare_voc_aug.py`): 10,582 images, as in the paper.
 #
-# Training pipeline of Sec. 4.1: random scale 0.5..2.0, random 513 x 513 crop, random left-right
-# flip, nothing else (no photometric distortion, no crop re-drawing by class ratio). The crop is
-# padded to 513 x 513 by the model's data preprocessor (mean pixel, ignore label).
-# Random scale: mmcv's RandomResize scales to a random fraction of a *target* size; with
-# keep_ratio the factor is ratio * 500 / long side, and VOC images have a 500-pixel long side, so
-# the factor applied to the original image is the paper's uniform 0.5..2.0 (the few VOC images
-# with a shorter long side are first brought to 500).
+# Training pipeline of Sec. 4.1, step by step as the official input_preprocess
+# .preprocess_image_and_label (see docs/protocol.md):
+# 1. the image stays float (to_float32), as the official code casts it before resizing;
+# 2. random scale drawn from the discrete set {0.5, 0.75, ..., 2.0} (train.py min_scale_factor
+#    0.5, max_scale_factor 2.0, scale_factor_step_size 0.25; preprocess_utils.get_random_scale),
+#    bilinear for the image, nearest for the label: mmcv's RandomChoice of one Resize per factor;
+# 3. pad to at least 513 x 513 at the bottom/right with the mean pixel and the ignore label,
+#    then a random 513 x 513 crop. Cropping first (mmseg's RandomCrop takes the whole side where
+#    the image is smaller) and padding after (mmcv's Pad) draws the same crops: the offset is
+#    uniform over the positions where the image is larger and 0 where it was padded;
+# 4. random left-right flip with probability 0.5, *after* padding, so the padding of a flipped
+#    crop is on the left, as in the official code. No photometric distortion.
+# The mean pixel is written in the loaded (BGR) channel order, so that normalisation turns the
+# padding into 0, as the official code's padding is 0 after mean subtraction.
 # Test: the image as it is (no resize); the data preprocessor pads it to 513 x 513 and the
 # prediction is cropped back.
 # Loading goes through the plugin's checked dataset and transforms: a wrong root, a split file
@@ -20,12 +27,18 @@
 dataset_type = 'CheckedPascalVOCDataset'
 data_root = 'data/VOCdevkit/VOC2012'
 crop_size = (513, 513)
+scale_factors = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+random_scale = dict(
+    type='RandomChoice',
+    transforms=[[dict(type='Resize', scale_factor=s, keep_ratio=True)] for s in scale_factors])
+mean_pixel_bgr = (103.53, 116.28, 123.675)
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile', to_float32=True),
     dict(type='CheckedLoadAnnotations'),
     dict(type='CheckSegSample', num_classes=21),
-    dict(type='RandomResize', scale=(500, 500), ratio_range=(0.5, 2.0), keep_ratio=True),
+    random_scale,
     dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='Pad', size=crop_size, pad_val=dict(img=mean_pixel_bgr, seg=255)),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackSegInputs'),
 ]

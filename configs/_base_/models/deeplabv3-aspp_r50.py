@@ -53,15 +53,22 @@ model = dict(
         atrous_rates=(6, 12, 18),
         rates_output_stride=16,
         image_pooling=True,
-        # The official TF code drops 10% of the projected features before the classifier (the
-        # paper does not say); BaseDecodeHead applies `dropout_ratio` at that place.
-        dropout_ratio=0.1,
+        # The official TF code drops 10% of the projected features, element-wise, before the
+        # classifier (model._extract_features: slim.dropout(keep_prob=0.9) after
+        # concat_projection; the paper does not say). `project_dropout` is that element-wise
+        # dropout at that place; BaseDecodeHead's channel-wise Dropout2d is switched off.
+        project_dropout=0.1,
+        dropout_ratio=0.0,
         num_classes=21,
         norm_cfg=norm_cfg,
         align_corners=True,
         # Sec. 4.1 "Upsampling logits": the logits are upsampled to the label size, the ground
         # truth is kept intact (the appendix ablation sets downsample_label=True).
         downsample_label=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        # The official loss (train_utils.add_softmax_cross_entropy_loss_for_each_scale) sums the
+        # pixel losses of the batch and divides by the number of *non-ignored* pixels; mmseg's
+        # default divides by every pixel, label 255 (boundaries, crop padding) included.
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))

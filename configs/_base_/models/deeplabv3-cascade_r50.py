@@ -21,4 +21,6 @@ model = dict(
         num_classes=21,
         norm_cfg=norm_cfg,
         align_corners=True,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
+        # The official normalisation: sum over the batch / number of non-ignored pixels.
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True)))

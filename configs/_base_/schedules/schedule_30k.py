@@ -13,8 +13,13 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=optimizer,
     clip_grad=None,
-    # TF-slim regularises conv weights only: no decay on BN scales/offsets or on biases.
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+    # The official code regularises conv weights only (slim.l2_regularizer is the conv2d
+    # `weights_regularizer`; slim.batch_norm's gamma/beta and the logits' biases have none): no
+    # decay on BN scales/offsets or on biases. It also doubles the gradient of every variable
+    # named 'biases' (train_utils.get_model_gradient_multipliers), which with momentum SGD is
+    # a doubled learning rate; mmengine's bias_lr_mult skips norm biases, as 'biases' excludes
+    # slim's BN 'beta'. The only conv with a bias here is the classifier (conv_seg).
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, bias_lr_mult=2.0))
 param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=max_iters, by_epoch=False)
 ]

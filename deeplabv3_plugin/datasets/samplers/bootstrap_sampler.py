@@ -225,8 +225,8 @@ class InfiniteBootstrapSampler(_BootstrapBase):
                  seed: Optional[int] = None,
                  cache_dir: Optional[str] = None) -> None:
         super().__init__(dataset, hard_classes, repeat_factor, shuffle, seed, cache_dir)
-        # One stream per sampler, as mmengine's InfiniteSampler: a new DataLoader iterator
-        # continues where the previous one stopped instead of replaying epoch 0.
+        # One stream per sampler: a new DataLoader iterator continues where the previous one
+        # stopped instead of replaying epoch 0 (what mmengine's InfiniteSampler intends).
         self._indices = self._indices_of_rank()
 
     def _infinite_indices(self) -> Iterator[int]:
@@ -237,7 +237,10 @@ class InfiniteBootstrapSampler(_BootstrapBase):
         yield from itertools.islice(self._infinite_indices(), self.rank, None, self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        yield from self._indices
+        """The shared stream itself, not a generator wrapping it: closing a wrapper (which
+        Python does when a discarded iterator is garbage-collected) would close the stream it
+        delegates to, and every later ``iter(sampler)`` would be empty."""
+        return self._indices
 
     def __len__(self) -> int:
         """Length of one bootstrapped epoch (all ranks), as ``InfiniteSampler`` reports."""

@@ -128,9 +128,9 @@ class DeepLabV3Head(BaseDecodeHead):
     **Training protocol (appendix).** The paper upsamples the logits to the label size for the
     loss (default). ``downsample_label=True`` is the ablation: the ground truth is
     nearest-neighbour downsampled to the logits' size instead (76.01 vs 77.21 mIoU). BN is
-    fine-tuned by default; the frozen-BN row is ``norm_cfg=dict(type='BN',
-    requires_grad=False)`` plus ``norm_eval=True`` (running statistics not updated, affine
-    parameters not trained).
+    fine-tuned by default; the frozen-BN row is ``norm_eval=True`` with a trainable ``norm_cfg``
+    (the official ``fine_tune_batch_norm=False``: running statistics used and not updated, gamma
+    and beta still trained).
 
     **torchvision variant.** ``project_dropout=0.5, num_extra_convs=1, dropout_ratio=0.0`` is
     torchvision's ``DeepLabHead`` layer for layer (see :func:`torchvision_key_map`). The

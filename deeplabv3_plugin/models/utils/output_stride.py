@@ -255,27 +255,41 @@ def make_dilation_plan(output_stride: int,
 
 
 def set_output_stride(model: nn.Module, output_stride: int) -> None:
-    """Switch every output-stride-dependent module of ``model`` to ``output_stride``.
+    """Evaluate ``model`` at ``output_stride``: switch its output-stride-dependent modules.
 
-    Calls ``set_output_stride(output_stride)`` on each module of ``model.modules()`` (the
-    model itself included) that defines it: the backbone changes conv strides, dilations and
-    paddings, the head rescales its atrous rates. No parameter or buffer changes, so a
-    checkpoint trained at OS 16 is evaluated at OS 8 by switching the built model (Sec. 4.1,
-    "train OS 16, evaluate OS 8"). Each module validates the value against its own structure.
+    The backbone changes conv strides, dilations and paddings, the head rescales its atrous
+    rates; no parameter or buffer changes, so a checkpoint trained at OS 16 is evaluated at OS 8
+    by switching the built model (Sec. 4.1, "train OS 16, evaluate OS 8"). Each module validates
+    the value against its own structure.
+
+    A segmentor with a training and a test output stride (``DeepLabV3``) gets the value as its
+    ``test_output_stride``: it applies in eval mode, before or after ``model.eval()``, and
+    ``model.train()`` returns to the training output stride. Its training OS (``output_stride``,
+    ``DeepLabV3.set_output_stride``) is never changed here. Any other module defining
+    ``set_output_stride`` (a bare backbone or head) is switched at once.
 
     Args:
         model (nn.Module): Any model, e.g. a ``DeepLabV3`` segmentor or a bare backbone.
-        output_stride (int): The new output stride.
+        output_stride (int): The output stride to evaluate at.
 
     Raises:
         ValueError: If no module of ``model`` defines ``set_output_stride``, or a module rejects
             the value.
     """
-    targets = [m for m in model.modules() if callable(getattr(m, 'set_output_stride', None))]
-    if not targets:
+    handled, switched = set(), False
+    for module in model.modules():  # pre-order: a segmentor comes before its submodules
+        if id(module) in handled:
+            continue
+        # the class's property, not hasattr: wrappers forward unknown attributes to their module
+        if isinstance(getattr(type(module), 'test_output_stride', None), property):
+            module.test_output_stride = output_stride
+            handled.update(id(sub) for sub in module.modules())
+            switched = True
+        elif callable(getattr(module, 'set_output_stride', None)):
+            module.set_output_stride(output_stride)
+            switched = True
+    if not switched:
         raise ValueError(
             f'set_output_stride(model, {output_stride!r}): no module of '
             f'{type(model).__name__} defines set_output_stride(output_stride), so its output '
             f'stride cannot be switched (use MultiGridResNet / DeepLabV3Head).')
-    for module in targets:
-        module.set_output_stride(output_stride)
