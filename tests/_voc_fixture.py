@@ -44,18 +44,11 @@ def write_label(path: str, classes: Sequence[int], size: int = 8) -> None:
 
 
 def write_voc(root, labels: Sequence[Sequence[int]], split: str = 'train',
-              size: int = 8, start: int = 0) -> str:
-    """Write a VOC-layout dataset whose image ``i`` has a label map holding ``labels[i]``.
+              size: int = 8, start: int = 0, name_format: str = '{:06d}') -> str:
+    """Write a VOC-layout split whose image ``i`` (noise) has a label holding ``labels[i]``.
 
-    Args:
-        root: Directory to write into (created if needed).
-        labels (Sequence[Sequence[int]]): Class ids of each image's label map.
-        split (str): Name of the split file under ``ImageSets/Segmentation``.
-        size (int): Side of the square images in pixels.
-        start (int): First image id, so that two calls can write disjoint images.
-
-    Returns:
-        str: The ``root`` directory.
+    ``start`` is the first image id (two calls write disjoint images); ``name_format`` turns an
+    id into a file name. Returns ``root``.
     """
     root = Path(root)
     for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
@@ -63,7 +56,7 @@ def write_voc(root, labels: Sequence[Sequence[int]], split: str = 'train',
     rng = np.random.default_rng(0)
     names = []
     for i, classes in enumerate(labels, start=start):
-        name = f'{i:06d}'
+        name = name_format.format(i)
         names.append(name)
         pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / 'JPEGImages' / f'{name}.jpg')

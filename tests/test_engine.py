@@ -27,7 +27,7 @@ from deeplabv3_plugin.engine import (CheckpointCompatibilityHook, CheckpointMism
                                      check_cfg_options, check_state_dict_fits,
                                      compare_state_dicts, convert_sync_bn_cfg, load_config,
                                      prepare_cpu_distributed_cfg, torch_dist_env)
-from deeplabv3_plugin.engine.config_checks import cfg_option_problem, edit_distance
+from deeplabv3_plugin.engine.config_checks import cfg_option_problem
 from deeplabv3_plugin.engine.tool_options import (add_custom_hook, check_checkpoint_arg,
                                                   enable_amp, enable_tta, enable_visualization,
                                                   set_resume, set_test_output_dir,
@@ -59,13 +59,6 @@ def test_cfg_option_typo_of_existing_leaf(cfg):
     assert "'model.backbone.depth'" in problem
     problem = cfg_option_problem(cfg.to_dict(), 'train_cfg.max_iter')
     assert "'train_cfg.max_iters'" in problem
-
-
-def test_edit_distance():
-    assert edit_distance('dept', 'depth') == 1
-    assert edit_distance('chanels', 'channels') == 1
-    assert edit_distance('norm_eval', 'norm_cfg') == 4
-    assert edit_distance('', 'abc') == 3 and edit_distance('abc', 'abc') == 0
 
 
 def test_cfg_option_missing_parent(cfg):

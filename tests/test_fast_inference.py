@@ -287,8 +287,6 @@ def test_hook_bad_arguments():
         FastInferenceHook(loops='val')
     with pytest.raises(ValueError, match='loops'):
         FastInferenceHook(loops=('train', ))
-    with pytest.raises(TypeError, match='fuse_bn must be a bool'):
-        FastInferenceHook(fuse_bn='yes')
 
 
 def test_hook_runner_test_gives_the_same_metrics(tmp_path):

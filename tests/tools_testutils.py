@@ -9,8 +9,8 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
+from _voc_fixture import write_voc
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py')
@@ -35,33 +35,11 @@ def load_tool(name: str):
 
 def make_voc_dataset(root: str, num_train: int = 4, num_val: int = 2, size: int = 40,
                      seed: int = 0) -> str:
-    """Write a VOC-layout dataset of random rectangles on noise; returns ``root``.
-
-    ``JPEGImages/*.jpg``, ``SegmentationClass/*.png`` (class ids 0..20, 255 on a one-pixel
-    border like VOC's void outlines) and ``ImageSets/Segmentation/{train,val}.txt``.
-    """
+    """VOC-layout ``train``/``val`` splits (``img_000``...) of random VOC classes; returns ``root``."""
     rng = np.random.default_rng(seed)
-    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
-        os.makedirs(osp.join(root, sub), exist_ok=True)
-    names = [f'img_{i:03d}' for i in range(num_train + num_val)]
-    for name in names:
-        image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-        label = np.zeros((size, size), dtype=np.uint8)
-        for _ in range(2):
-            cls = int(rng.integers(1, 21))
-            y0, x0 = rng.integers(0, size // 2, 2)
-            h, w = rng.integers(size // 4, size // 2, 2)
-            label[y0:y0 + h, x0:x0 + w] = cls
-            image[y0:y0 + h, x0:x0 + w] = (cls * 12, 255 - cls * 12, (cls * 37) % 256)
-        label[[0, -1], :] = 255
-        label[:, [0, -1]] = 255
-        cv2.imwrite(osp.join(root, 'JPEGImages', f'{name}.jpg'), image)
-        cv2.imwrite(osp.join(root, 'SegmentationClass', f'{name}.png'), label)
-    split_dir = osp.join(root, 'ImageSets', 'Segmentation')
-    with open(osp.join(split_dir, 'train.txt'), 'w') as f:
-        f.write('\n'.join(names[:num_train]) + '\n')
-    with open(osp.join(split_dir, 'val.txt'), 'w') as f:
-        f.write('\n'.join(names[num_train:]) + '\n')
+    labels = [[0] + rng.integers(1, 21, 2).tolist() for _ in range(num_train + num_val)]
+    write_voc(root, labels[:num_train], 'train', size, name_format='img_{:03d}')
+    write_voc(root, labels[num_train:], 'val', size, start=num_train, name_format='img_{:03d}')
     return root
 
 

@@ -1,14 +1,10 @@
 """Convert torchvision DeepLabV3 weights: ``python tools/convert_torchvision.py SRC.pth DST.pth``.
 
-SRC is the state dict of torchvision's ``deeplabv3_resnet50`` or ``deeplabv3_resnet101`` (with or
-without its auxiliary FCN head), e.g. ``deeplabv3_resnet50_coco-cd0a2569.pth`` from
-``torch.hub``'s cache; DST is an mmengine checkpoint of the plugin config that reproduces
-torchvision's architecture (``configs/torchvision/deeplabv3_r{50,101}-tv_os8_voc12aug-513x513.py``,
-picked from the source's depth unless ``--config`` is given). The converted model computes the
-same logits as torchvision's. Anything that does not fit (unknown, surplus or missing keys,
-another class count, a config that is not torchvision's architecture) prints the offending keys
-and exits with status 2, writing nothing. The logic lives in
-:mod:`deeplabv3_plugin.utils.torchvision_convert`.
+SRC is a state dict of torchvision's ``deeplabv3_resnet50/101`` (aux head optional), e.g.
+``deeplabv3_resnet50_coco-cd0a2569.pth``; DST an mmengine checkpoint of the matching
+``configs/torchvision/`` config (picked by depth unless ``--config``), computing the same logits.
+Anything that does not fit names the offending keys and exits with status 2, writing nothing
+(:mod:`deeplabv3_plugin.utils.torchvision_convert`).
 """
 import argparse
 import os.path as osp

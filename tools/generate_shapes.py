@@ -1,14 +1,10 @@
 """Generate the SyntheticShapes demo dataset in PASCAL VOC layout.
 
-Example::
-
     python tools/generate_shapes.py data/synthetic_shapes --num-train 400 --num-val 80
 
-The dataset is a pure function of its parameters (see
-:mod:`deeplabv3_plugin.datasets.synthetic_shapes`): running the command again with the same
-arguments finds the existing dataset and reuses it, and a directory holding anything else is
-never overwritten. Train on it with ``configs/_base_/datasets/synthetic_shapes.py``
-(``SyntheticShapesDataset``), or all in one go with ``tools/demo.py``.
+The dataset is a pure function of its parameters: the same command reuses an identical dataset,
+and a directory holding anything else is never overwritten. Train on it with
+``configs/_base_/datasets/synthetic_shapes.py``, or all in one go with ``tools/demo.py``.
 """
 import argparse
 import sys

@@ -1,23 +1,11 @@
-"""PASCAL VOC layout datasets that explain what is wrong with the data instead of asserting.
+"""PASCAL VOC layout datasets that say what is wrong with the data instead of asserting.
 
-mmseg's :class:`~mmseg.datasets.PascalVOCDataset` ends its constructor with a bare
-``assert fileio.exists(img_dir) and osp.isfile(ann_file)``: a wrong ``data_root`` or a missing
-split file gives an ``AssertionError`` with no message, and a split file naming images that
-are not on disk only fails later, inside a dataloader worker, on the first missing file.
-
-:class:`CheckedPascalVOCDataset` reads the same layout::
-
-    data_root/
-        JPEGImages/<name>.jpg
-        SegmentationClass/<name>.png
-        ImageSets/Segmentation/<split>.txt      (one <name> per line)
-
-and, when its data list is loaded, checks the root, both directories and the split file, and
-that every listed image and label exists. Each failure raises one
-:class:`~deeplabv3_plugin.datasets.errors.DataError` (printed by the tools without a traceback)
-that names the config key, the resolved path and what was expected. The per-sample checks
-(corrupt files, label values, sizes) live in the pipeline: see
-:mod:`deeplabv3_plugin.datasets.transforms`.
+mmseg's ``PascalVOCDataset`` ends its constructor with a bare ``assert`` on the image directory
+and split file, and a split file naming absent images only fails later, inside a dataloader
+worker. :class:`CheckedPascalVOCDataset` checks the root, both directories, the split file and
+every listed file when its data list is loaded, each failure one
+:class:`~deeplabv3_plugin.datasets.errors.DataError` naming the config key, the resolved path and
+the expected layout. Per-sample checks live in :mod:`deeplabv3_plugin.datasets.transforms`.
 """
 import os
 import os.path as osp
@@ -27,32 +15,26 @@ import mmengine.fileio as fileio
 from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
+from ..engine.errors import listing
 from .errors import DataError, MissingDataError
 
 __all__ = ['CheckedPascalVOCDataset']
-
-#: How many offending names an error message lists before summarising the rest.
-_MAX_LISTED = 5
 
 
 @DATASETS.register_module()
 class CheckedPascalVOCDataset(BaseSegDataset):
     """PASCAL VOC 2012 (21 classes) with clear errors for a missing root, split or file.
 
-    A drop-in replacement for ``PascalVOCDataset`` in configs (same arguments, classes and
-    palette); the trainaug setup of the paper (VOC ``train`` + SBD ``aug``) works the same
-    way through ``ConcatDataset``.
+    A drop-in for ``PascalVOCDataset`` (same arguments, classes and palette; trainaug through
+    ``ConcatDataset`` works the same) reading ``JPEGImages/``, ``SegmentationClass/`` and
+    ``ImageSets/Segmentation/<split>.txt``.
 
     Args:
-        ann_file: Split file, relative to ``data_root``, e.g.
-            ``'ImageSets/Segmentation/train.txt'``. Required: VOC lists its images.
-        img_suffix: Image suffix. Defaults to ``'.jpg'``.
-        seg_map_suffix: Label suffix. Defaults to ``'.png'``.
-        check_files: Check that every image and label named by the split file exists (one
-            ``stat`` per file, negligible for local disks; turn off for slow remote
-            ``backend_args``). Defaults to True.
-        **kwargs: ``BaseSegDataset`` arguments (``data_root``, ``data_prefix``, ``pipeline``,
-            ``test_mode``, ``lazy_init``...).
+        ann_file: Split file relative to ``data_root``, e.g.
+            ``'ImageSets/Segmentation/train.txt'``.
+        check_files: Check that every listed image and label exists (one ``stat`` each; turn off
+            for slow remote ``backend_args``). Defaults to True.
+        **kwargs: ``BaseSegDataset`` arguments.
     """
     METAINFO = PascalVOCDataset.METAINFO
     #: Appended to "missing data" errors: how a user obtains this dataset.
@@ -110,14 +92,13 @@ class CheckedPascalVOCDataset(BaseSegDataset):
                        if key in info and not self._exists(info[key])]
             if not missing:
                 continue
-            listed = ', '.join(f'line {line}: {path!r}' for line, path in missing[:_MAX_LISTED])
-            more = f' and {len(missing) - _MAX_LISTED} more' if len(missing) > _MAX_LISTED else ''
+            listed = listing(f'line {line}: {path!r}' for line, path in missing)
             suffix = self.img_suffix if kind == 'image' else self.seg_map_suffix
             raise MissingDataError(
                 f'{type(self).__name__}: the split file `ann_file`={self.ann_file!r} names '
                 f'{len(missing)} of {len(data_list)} {kind}(s) that do not exist under '
                 f'`data_prefix.{prefix_key}`={self.data_prefix.get(prefix_key)!r} (expected '
-                f"'<name>{suffix}' for every line): {listed}{more}. Fix the split file or the "
+                f"'<name>{suffix}' for every line): {listed}. Fix the split file or the "
                 f'data (a partial copy or an interrupted extraction are common causes).')
 
     def load_data_list(self) -> List[dict]:

@@ -1,10 +1,7 @@
-"""The exceptions raised for bad data: a user's mistake, reported as one paragraph by the tools.
+"""Exceptions for bad data: a user's mistake, printed by the tools as one paragraph (exit 2).
 
-Both derive from :class:`~deeplabv3_plugin.engine.errors.UserInputError`, so ``tools/train.py``
-and ``tools/test.py`` print the message (which names the file or config key, the value and what
-was expected) and exit with status 2 instead of a traceback. They also keep the built-in types
-callers already catch: :class:`DataError` is a ``ValueError`` and :class:`MissingDataError` a
-``FileNotFoundError``.
+They keep the built-in types callers catch: ``DataError`` is a ``ValueError``,
+``MissingDataError`` also a ``FileNotFoundError``.
 """
 from ..engine.errors import UserInputError
 

@@ -1,21 +1,12 @@
 """Distributed training and testing on CPUs (gloo), which mmengine 0.10.7 cannot start by itself.
 
-With ``--launcher pytorch`` (or ``slurm``/``mpi``) on a machine without an accelerator, stock
-mmengine fails three ways:
-
-1. ``init_dist`` calls ``torch.cuda.set_device(local_rank)`` before ``init_process_group``, which
-   raises on a CPU-only PyTorch. :func:`init_cpu_process_group` initialises the gloo process group
-   itself; the ``Runner`` then skips ``init_dist`` because the group already exists.
-2. ``Runner.wrap_model`` gives DDP ``device_ids=[LOCAL_RANK]``, which PyTorch refuses for CPU
-   modules. :func:`prepare_cpu_distributed_cfg` selects the
-   :class:`~deeplabv3_plugin.engine.model_wrappers.CPUSafeDDP` wrapper.
-3. ``SyncBN`` (the norm layer of mmseg's base configs) only runs on GPUs, and distributed runs do
-   not revert it to BN the way single-process runs do. :func:`prepare_cpu_distributed_cfg`
-   converts it to ``BN`` in the config, where the change is logged and dumped with the run.
-   Batch statistics are then per process, as with BN on one device per process.
-
-:func:`setup_distributed` applies both and is what the tools call, before ``Runner.from_cfg``.
-Runs with an accelerator are left to mmengine unchanged.
+Stock mmengine fails three ways without an accelerator: ``init_dist`` calls
+``torch.cuda.set_device`` (so :func:`init_cpu_process_group` starts gloo itself and the
+``Runner`` skips ``init_dist``); ``Runner.wrap_model`` passes ``device_ids``, which DDP refuses
+for CPU modules (so the config selects :class:`~.model_wrappers.CPUSafeDDP`); and ``SyncBN``
+only runs on GPUs (so it becomes ``BN`` in the config, logged and dumped with the run).
+:func:`setup_distributed` applies all three before ``Runner.from_cfg``; accelerator runs are left
+to mmengine.
 """
 import datetime
 import os
@@ -60,23 +51,12 @@ def torch_dist_env(launcher: str, environ: Mapping[str, str],
                    resolve_host: Callable[[str], str] = _first_slurm_host) -> Dict[str, str]:
     """The ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` variables of a launcher's process.
 
-    ``torch.distributed.init_process_group`` reads these (its ``env://`` method). ``torchrun``
-    sets them already; Slurm and Open MPI describe the same facts with their own names, which are
-    translated here the way mmengine's ``init_dist`` does for GPUs.
-
-    Args:
-        launcher: ``'pytorch'`` (torchrun, ``tools/dist_train.sh``), ``'slurm'`` (``srun``) or
-            ``'mpi'`` (Open MPI's ``mpirun``).
-        environ: The process environment, usually ``os.environ``.
-        resolve_host: Turns ``SLURM_NODELIST`` into the first host name (the rendezvous host)
-            when ``MASTER_ADDR`` is not set; defaults to ``scontrol show hostnames``.
-
-    Returns:
-        The five variables as strings.
+    torchrun (``'pytorch'``) sets them; Slurm (``srun``) and Open MPI (``mpirun``) say the same
+    with their own names, translated as mmengine's ``init_dist`` does for GPUs. ``resolve_host``
+    turns ``SLURM_NODELIST`` into the rendezvous host when ``MASTER_ADDR`` is unset.
 
     Raises:
-        UserInputError: A variable the launcher must provide is missing, or ``launcher`` is not
-            one of the three.
+        UserInputError: A variable the launcher must provide is missing, or an unknown launcher.
     """
     if launcher == 'pytorch':
         _require(environ, _TORCHRUN_VARS, launcher,
@@ -107,16 +87,8 @@ def torch_dist_env(launcher: str, environ: Mapping[str, str],
 def init_cpu_process_group(launcher: str, timeout_s: Optional[float] = None) -> bool:
     """Initialise the gloo process group of a CPU run, as ``init_dist`` would on a GPU.
 
-    Does nothing (and returns False) for ``launcher='none'``, when an accelerator is present
-    (mmengine's own ``init_dist`` then works) or when a group already exists.
-
-    Args:
-        launcher: The tools' ``--launcher`` value.
-        timeout_s: ``env_cfg.dist_cfg.timeout`` in seconds (mmengine's unit); None keeps
-            PyTorch's default.
-
-    Returns:
-        Whether this call created the process group.
+    Returns whether it did: nothing happens for ``launcher='none'``, with an accelerator, or when
+    a group exists. ``timeout_s`` is ``env_cfg.dist_cfg.timeout`` (None: PyTorch's default).
     """
     if launcher == 'none' or get_device() != 'cpu' or dist.is_initialized():
         return False
@@ -129,15 +101,8 @@ def init_cpu_process_group(launcher: str, timeout_s: Optional[float] = None) -> 
 
 
 def convert_sync_bn_cfg(node: Any, path: str = '') -> List[str]:
-    """Turn every ``SyncBN``/``MMSyncBN`` norm config under ``node`` into ``BN``, in place.
-
-    Args:
-        node: A config (or any dict/list nesting of one).
-        path: Dotted path of ``node``, used in the returned names.
-
-    Returns:
-        The dotted paths of the converted entries, e.g. ``['model.backbone.norm_cfg']``.
-    """
+    """Turn every ``SyncBN``/``MMSyncBN`` norm config under ``node`` into ``BN``, in place;
+    returns the dotted paths converted, e.g. ``['model.backbone.norm_cfg']``."""
     converted = []
     if isinstance(node, dict):
         if node.get('type') in SYNC_BN_TYPES:
@@ -152,21 +117,11 @@ def convert_sync_bn_cfg(node: Any, path: str = '') -> List[str]:
 
 
 def prepare_cpu_distributed_cfg(cfg: Config) -> List[str]:
-    """Edit a config so its distributed run works on CPUs; returns what changed, for the log.
+    """Edit ``cfg`` so its distributed run works on CPUs; returns one log line per change.
 
-    * ``model_wrapper_cfg`` becomes ``CPUSafeDDP``, keeping its other arguments. With no
-      ``model_wrapper_cfg`` mmengine would have used ``MMDistributedDataParallel`` with
-      ``broadcast_buffers=False`` and the config's ``find_unused_parameters``; those are kept.
-    * Every ``SyncBN``/``MMSyncBN`` becomes ``BN`` (see :func:`convert_sync_bn_cfg`), and a
-      top-level ``sync_bn`` (mmengine's "convert BN to SyncBN after building") is removed.
-    * ``env_cfg.dist_cfg.backend`` becomes ``'gloo'``, the CPU backend, so the dumped config says
-      what ran.
-
-    Args:
-        cfg: The run's config, edited in place.
-
-    Returns:
-        One human-readable line per change.
+    ``model_wrapper_cfg`` becomes ``CPUSafeDDP`` (keeping mmengine's default arguments or the
+    config's), every ``SyncBN`` becomes ``BN`` and ``sync_bn`` is dropped, and
+    ``env_cfg.dist_cfg.backend`` becomes ``'gloo'`` so the dumped config says what ran.
     """
     changes = []
     wrapper = cfg.get('model_wrapper_cfg')
@@ -197,16 +152,8 @@ def prepare_cpu_distributed_cfg(cfg: Config) -> List[str]:
 
 
 def setup_distributed(cfg: Config) -> None:
-    """Prepare ``cfg.launcher``'s distributed run on CPUs; a no-op otherwise.
-
-    Call it after the config is final and before ``Runner.from_cfg``. On a CPU machine with a
-    distributed launcher it edits the config (:func:`prepare_cpu_distributed_cfg`), logs each
-    change once (rank 0), and initialises the gloo process group
-    (:func:`init_cpu_process_group`).
-
-    Args:
-        cfg: The run's config with ``launcher`` set; edited in place.
-    """
+    """Prepare ``cfg.launcher``'s distributed run on CPUs (edit, log on rank 0, start gloo);
+    a no-op otherwise. Call it on the final config, before ``Runner.from_cfg``."""
     launcher = cfg.get('launcher', 'none')
     if launcher == 'none' or get_device() != 'cpu':
         return

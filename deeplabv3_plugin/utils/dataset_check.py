@@ -1,20 +1,11 @@
-"""Checking a prepared VOC 2012 / Cityscapes tree before a 30K-iteration training run.
+"""Check a prepared VOC 2012 / Cityscapes tree before a 30K-iteration training run.
 
-A wrong dataset shows up late and vaguely: mmseg's loaders fail on the first missing file inside
-a dataloader worker, a colour-coded label trains a wrong model without any error, and a
-trainaug list that still contains val images makes the val mIoU meaningless. :func:`check_tree`
-reads the whole tree once and reports, per split:
-
-* how many images the split file lists (or the directory holds), against the paper's counts
-  (VOC: train 1,464, val 1,449, trainval 2,913, aug 9,118, trainaug 10,582; Cityscapes: train
-  2,975, val 500);
-* names whose image or label file is absent, naming the split file and the path;
-* labels that cannot be read, are not single-channel, differ in size from their image, or hold
-  values that are neither a class (``0..num_classes-1``) nor the ignore index 255;
-* training splits that share images with ``val``.
-
-Errors make :attr:`CheckReport.ok` False (``tools/check_dataset.py`` then exits with 1);
-count mismatches and missing optional splits are warnings (errors with ``strict=True``).
+A wrong dataset shows up late and vaguely: a missing file fails inside a dataloader worker, a
+colour-coded label trains a wrong model silently, and a trainaug list holding val images makes
+the val mIoU meaningless. :func:`check_tree` reads the tree once and reports, per split, the count
+against the paper's, missing images/labels, unreadable or multi-channel labels, size mismatches,
+label values outside the classes, and training splits that share images with ``val``. Errors fail
+``tools/check_dataset.py``; count mismatches and absent optional splits are warnings.
 """
 import os
 import os.path as osp
@@ -24,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 from PIL import Image
 
-from .dataset_prep import IGNORE_INDEX, Progress
+from .dataset_prep import IGNORE_INDEX, read_split, track
 
 __all__ = ['CheckReport', 'SplitResult', 'check_label_file', 'check_tree', 'detect_layout']
 
@@ -78,15 +69,7 @@ LAYOUTS = {
 
 @dataclass
 class SplitResult:
-    """The outcome for one split.
-
-    Attributes:
-        name (str): Split name.
-        count (int | None): Images listed (None when the split is absent).
-        expected (int | None): The paper's count.
-        errors (list[str]): One line per problem, naming the file.
-        warnings (list[str]): Count mismatches, absent optional splits.
-    """
+    """One split: images listed (None when absent), the paper's count, errors and warnings."""
 
     name: str
     count: Optional[int] = None
@@ -97,14 +80,7 @@ class SplitResult:
 
 @dataclass
 class CheckReport:
-    """All splits of one tree; :meth:`format` renders the report a user reads.
-
-    Attributes:
-        root (str): The checked root.
-        layout (str): ``'voc'`` or ``'cityscapes'``.
-        errors (list[str]): Tree-level errors (missing directories, val leaks).
-        splits (list[SplitResult]): One entry per split.
-    """
+    """All splits of one ``'voc'`` or ``'cityscapes'`` tree; :meth:`format` is the report."""
 
     root: str
     layout: str
@@ -149,11 +125,7 @@ class CheckReport:
 
 
 def detect_layout(root: str) -> str:
-    """``'voc'`` if ``root`` has ``JPEGImages``, ``'cityscapes'`` if it has ``leftImg8bit``.
-
-    Raises:
-        FileNotFoundError: If ``root`` is not a directory or has neither.
-    """
+    """``'voc'`` (``JPEGImages/``) or ``'cityscapes'`` (``leftImg8bit/``); FileNotFoundError else."""
     if not osp.isdir(root):
         raise FileNotFoundError(f'dataset root {root!r} does not exist or is not a directory.')
     for layout, (_, _, _, marker) in LAYOUTS.items():
@@ -166,18 +138,10 @@ def detect_layout(root: str) -> str:
 
 def check_label_file(img_path: str, label_path: str, num_classes: int,
                      ignore_index: int = IGNORE_INDEX) -> List[Tuple[str, str]]:
-    """Problems of one (image, label) pair: unreadable, not single-channel, size, values.
+    """``(kind, message)`` per problem of an (image, label) pair, each message naming the file.
 
-    Args:
-        img_path (str): The image (only its header is read, for the size).
-        label_path (str): The label PNG of class indices.
-        num_classes (int): Valid values are ``0..num_classes-1`` and ``ignore_index``.
-        ignore_index (int): The ignored label value. Default: 255.
-
-    Returns:
-        list[tuple[str, str]]: ``(kind, message)`` per problem, the message naming the file;
-        kinds are ``'unreadable'``, ``'not single-channel'``, ``'size mismatch'`` and
-        ``'label values'``. Empty if the pair is fine.
+    Kinds: ``'unreadable'``, ``'not single-channel'``, ``'size mismatch'``, ``'label values'``
+    (neither a class ``0..num_classes-1`` nor ``ignore_index``). Only the image header is read.
     """
     try:
         with Image.open(img_path) as image:
@@ -215,8 +179,7 @@ def _list_split(root: str, spec: SplitSpec) -> Tuple[Optional[List[str]], List[s
         path = osp.join(root, spec.list_file)
         if not osp.isfile(path):
             return None, []
-        with open(path, encoding='utf-8') as f:
-            names = [line.strip() for line in f if line.strip()]
+        names = read_split(path)
         dups = len(names) - len(set(names))
         warnings = [f'{spec.list_file} lists {dups} name(s) twice'] if dups else []
         return names, warnings
@@ -236,25 +199,24 @@ def _check_split(root: str, spec: SplitSpec, names: List[str], num_classes: int,
                  stream: Optional[TextIO]) -> List[str]:
     """Every problem of one split's files, grouped by kind, each kind capped at MAX_LISTED."""
     source = spec.list_file or spec.img_dir
-    kinds: Dict[str, List[str]] = {}
-    progress = Progress(len(names), f'checking {spec.name}', stream)
-    for name in names:
+
+    def check(name: str) -> List[Tuple[str, str]]:
         img = osp.join(root, spec.img_dir, name + spec.img_suffix)
         label = osp.join(root, spec.label_dir, name + spec.label_suffix)
         if not osp.isfile(img):
-            kinds.setdefault('missing image', []).append(
-                f'image {img} (listed in {source}) does not exist')
-        elif not osp.isfile(label):
-            kinds.setdefault('missing label', []).append(
-                f'label {label} of image {img} does not exist')
-        elif check_labels:
-            key = (img, label)
-            if key not in cache:
-                cache[key] = check_label_file(img, label, num_classes)
-            for kind, problem in cache[key]:
-                kinds.setdefault(kind, []).append(problem)
-        progress.update()
-    progress.close()
+            return [('missing image', f'image {img} (listed in {source}) does not exist')]
+        if not osp.isfile(label):
+            return [('missing label', f'label {label} of image {img} does not exist')]
+        if not check_labels:
+            return []
+        if (img, label) not in cache:
+            cache[img, label] = check_label_file(img, label, num_classes)
+        return cache[img, label]
+
+    kinds: Dict[str, List[str]] = {}
+    for problems in track(names, f'checking {spec.name}', check, stream):
+        for kind, problem in problems:
+            kinds.setdefault(kind, []).append(problem)
     errors = []
     for problems in kinds.values():
         errors += problems[:MAX_LISTED]
@@ -271,20 +233,15 @@ def check_tree(root: str,
     """Check a prepared VOC 2012 or Cityscapes tree (see the module docstring).
 
     Args:
-        root (str): ``VOCdevkit/VOC2012`` or the Cityscapes root.
-        layout (str): ``'voc'``, ``'cityscapes'`` or ``'auto'`` (from the directories).
-            Default: ``'auto'``.
-        splits (Sequence[str] | None): Only these splits; None checks all of the layout's.
-        check_labels (bool): Decode every label (values, sizes). False only checks that the
-            files exist (fast). Default: True.
-        stream (TextIO | None): Progress output. Default: stderr.
-
-    Returns:
-        CheckReport: Per-split counts, errors and warnings.
+        root: ``VOCdevkit/VOC2012`` or the Cityscapes root.
+        layout: ``'voc'``, ``'cityscapes'`` or ``'auto'`` (from the directories).
+        splits: Only these splits; None checks all of the layout's.
+        check_labels: Decode every label (values, sizes); False only checks that files exist.
+        stream: Progress output. Default: stderr.
 
     Raises:
-        FileNotFoundError: If ``root`` is not a dataset root.
-        ValueError: On an unknown ``layout`` or split name.
+        FileNotFoundError: ``root`` is not a dataset root.
+        ValueError: An unknown ``layout`` or split name.
     """
     if layout == 'auto':
         layout = detect_layout(root)

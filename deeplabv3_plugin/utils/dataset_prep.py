@@ -1,45 +1,34 @@
 """Preparing the paper's datasets: VOC 2012 "trainaug" from SBD, and Cityscapes train ids.
 
-DeepLabV3 (Sec. 4) trains on PASCAL VOC 2012 *trainaug*: the 1,464 VOC ``train`` images plus the
-extra annotations of the Semantic Boundaries Dataset (SBD, Hariharan et al. 2011), 10,582
-images in all, none of them in VOC ``val``. SBD stores its class labels as MATLAB files
-(``dataset/cls/<name>.mat``, a struct ``GTcls`` whose ``Segmentation`` field is the HxW class
-map); mmseg reads PNGs. :func:`prepare_voc_aug` converts them and writes the split files mmseg's
-VOC-aug layout uses:
+DeepLabV3 (Sec. 4) trains on VOC 2012 *trainaug*: the 1,464 VOC ``train`` images plus the extra
+annotations of SBD (Hariharan et al. 2011), 10,582 images, none in VOC ``val``. SBD stores class
+maps as MATLAB files (``dataset/cls/<name>.mat``, struct ``GTcls.Segmentation``);
+:func:`prepare_voc_aug` writes them as PNGs to ``SegmentationClassAug/`` (VOC's own, finer, label
+for VOC ``train`` images) with mmseg's split files ``aug.txt`` (SBD - VOC train - VOC val, the
+part ``ConcatDataset`` adds to VOC train) and ``trainaug.txt``.
 
-* ``SegmentationClassAug/<name>.png``: every SBD label, then VOC's own label for each VOC
-  ``train`` image (VOC's annotation is finer than SBD's, and the paper's trainaug uses it), so
-  ``trainaug.txt`` can be read from this one directory.
-* ``ImageSets/Segmentation/aug.txt``: SBD (train + val) minus VOC train and VOC val, the images
-  that ``ConcatDataset(train.txt from SegmentationClass, aug.txt from SegmentationClassAug)``
-  adds to VOC train (9,118 for the full datasets).
-* ``ImageSets/Segmentation/trainaug.txt``: VOC train + SBD (train + val) minus VOC val (10,582).
-
-Cityscapes (App. C) is evaluated on 19 classes. Its ``*_gtFine_labelIds.png`` hold the 34 raw
-label ids; :func:`prepare_cityscapes` maps them to the 19 *train ids* (everything else to the
-ignore index 255) and writes ``*_gtFine_labelTrainIds.png`` next to them, what mmseg's
-``CityscapesDataset`` reads. The mapping is written out in :data:`CITYSCAPES_ID_TO_TRAIN_ID`
-(the table of ``cityscapesscripts.helpers.labels``, which is not a dependency here).
-
-The command-line tools are ``tools/prepare_voc_aug.py`` and ``tools/prepare_cityscapes.py``;
-``tools/check_dataset.py`` (:mod:`deeplabv3_plugin.utils.dataset_check`) checks the result.
+Cityscapes (App. C) is evaluated on 19 classes: :func:`prepare_cityscapes` maps the 34 raw ids of
+``*_gtFine_labelIds.png`` to ``*_gtFine_labelTrainIds.png``, what mmseg's ``CityscapesDataset``
+reads, without needing ``cityscapesscripts``.
 """
 import os
 import os.path as osp
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
+from mmengine.utils import track_progress
 from PIL import Image
 
+from deeplabv3_plugin.engine.errors import listing
+
 __all__ = [
-    'CITYSCAPES_ID_TO_TRAIN_ID', 'VOC_TRAINAUG_SIZE', 'DatasetPrepError', 'Progress',
-    'VocAugSummary', 'cityscapes_train_id_lut', 'convert_cityscapes_label', 'convert_sbd_mat',
+    'CITYSCAPES_ID_TO_TRAIN_ID', 'VOC_TRAINAUG_SIZE', 'DatasetPrepError', 'VocAugSummary',
+    'cityscapes_train_id_lut', 'convert_cityscapes_label', 'convert_sbd_mat',
     'find_cityscapes_label_ids', 'make_aug_lists', 'prepare_cityscapes', 'prepare_voc_aug',
-    'read_sbd_segmentation', 'read_split', 'write_split'
+    'read_sbd_segmentation', 'read_split', 'track', 'write_split'
 ]
 
 #: Images in the paper's trainaug set (VOC 2012 train + SBD train/val - VOC 2012 val), Sec. 4.
@@ -47,30 +36,11 @@ VOC_TRAINAUG_SIZE = 10582
 #: SBD class maps hold the 20 VOC classes and background (no void border, unlike VOC's PNGs).
 SBD_NUM_CLASSES = 21
 
-#: Cityscapes label id -> train id (19 evaluated classes). Every id not listed (unlabeled, ego
-#: vehicle, rectification border, out of roi, static, dynamic, ground, parking, rail track,
-#: guard rail, bridge, tunnel, polegroup, caravan, trailer, license plate) -> 255 (ignored).
-CITYSCAPES_ID_TO_TRAIN_ID: Dict[int, int] = {
-    7: 0,  # road
-    8: 1,  # sidewalk
-    11: 2,  # building
-    12: 3,  # wall
-    13: 4,  # fence
-    17: 5,  # pole
-    19: 6,  # traffic light
-    20: 7,  # traffic sign
-    21: 8,  # vegetation
-    22: 9,  # terrain
-    23: 10,  # sky
-    24: 11,  # person
-    25: 12,  # rider
-    26: 13,  # car
-    27: 14,  # truck
-    28: 15,  # bus
-    31: 16,  # train
-    32: 17,  # motorcycle
-    33: 18,  # bicycle
-}
+#: Cityscapes label id -> train id of the 19 evaluated classes (road, sidewalk, building, wall,
+#: fence, pole, traffic light, traffic sign, vegetation, terrain, sky, person, rider, car, truck,
+#: bus, train, motorcycle, bicycle); every other id -> 255, ignored.
+CITYSCAPES_ID_TO_TRAIN_ID: Dict[int, int] = {label_id: train_id for train_id, label_id in enumerate(
+    (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33))}
 #: Raw Cityscapes label ids run 0..33 (license plate, id -1, is not stored in the id images).
 CITYSCAPES_NUM_LABEL_IDS = 34
 IGNORE_INDEX = 255
@@ -80,73 +50,15 @@ class DatasetPrepError(RuntimeError):
     """A dataset file or directory is missing or not what the paper's layout expects."""
 
 
-class Progress:
-    """Minimal progress display on a text stream (stderr by default) for long scans.
-
-    On a terminal it rewrites one line; otherwise (logs, CI) it prints a line about every 10%
-    so that the log stays short.
-
-    Args:
-        total (int): Number of items.
-        desc (str): What is being done, e.g. ``'converting SBD labels'``.
-        stream (TextIO | None): Where to write. Default: ``sys.stderr``.
-    """
-
-    def __init__(self, total: int, desc: str, stream: Optional[TextIO] = None) -> None:
-        self.total = max(int(total), 0)
-        self.desc = desc
-        self.stream = stream if stream is not None else sys.stderr
-        self.done = 0
-        self.start = time.monotonic()
-        self._tty = bool(getattr(self.stream, 'isatty', lambda: False)())
-        self._next_report = 0
-
-    def update(self, count: int = 1) -> None:
-        """Record ``count`` more finished items and show the progress when due."""
-        self.done += count
-        if self._tty:
-            self._write('\r', end='')
-        elif self.done >= self._next_report or self.done == self.total:
-            self._write('', end='\n')
-            self._next_report = self.done + max(self.total // 10, 1)
-
-    def close(self) -> None:
-        """Finish the line (terminal) and print the elapsed time."""
-        if self._tty:
-            self._write('\r', end='\n')
-        elif self.total == 0:
-            self._write('', end='\n')
-
-    def _write(self, prefix: str, end: str) -> None:
-        elapsed = time.monotonic() - self.start
-        self.stream.write(f'{prefix}{self.desc}: {self.done}/{self.total} ({elapsed:.1f}s){end}')
-        self.stream.flush()
-
-
-def _track(items: Sequence, desc: str, func: Callable, stream: Optional[TextIO]) -> list:
-    """Apply ``func`` to every item with a progress display; return the results in order."""
-    progress = Progress(len(items), desc, stream)
-    results = []
-    for item in items:
-        results.append(func(item))
-        progress.update()
-    progress.close()
-    return results
+def track(items: Sequence, desc: str, func: Callable, stream: Optional[TextIO]) -> list:
+    """``func`` over ``items`` with mmengine's progress bar on ``stream`` (default stderr)."""
+    stream = stream or sys.stderr
+    stream.write(f'{desc}: {len(items)} file(s)\n')
+    return track_progress(func, list(items), file=stream) if items else []
 
 
 def read_split(path: str, what: str = 'split file') -> List[str]:
-    """Read a split file: one image name per line, blank lines and surrounding spaces ignored.
-
-    Args:
-        path (str): The ``.txt`` file.
-        what (str): How to call it in an error message. Default: ``'split file'``.
-
-    Returns:
-        list[str]: The names in file order.
-
-    Raises:
-        DatasetPrepError: If the file does not exist.
-    """
+    """The names of a split file, one per line (blank lines and spaces ignored)."""
     if not osp.isfile(path):
         raise DatasetPrepError(f'{what} {path!r} does not exist.')
     with open(path, encoding='utf-8') as f:
@@ -162,21 +74,8 @@ def write_split(path: str, names: Iterable[str]) -> None:
 
 def make_aug_lists(voc_train: Sequence[str], voc_val: Sequence[str], sbd_train: Sequence[str],
                    sbd_val: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """The trainaug and aug name lists from VOC's and SBD's splits (pure function).
-
-    Both are disjoint from VOC val, so evaluating on val stays clean. Sorted for reproducible
-    files.
-
-    Args:
-        voc_train (Sequence[str]): VOC 2012 ``train.txt`` names (1,464).
-        voc_val (Sequence[str]): VOC 2012 ``val.txt`` names (1,449).
-        sbd_train (Sequence[str]): SBD ``train.txt`` names (8,498).
-        sbd_val (Sequence[str]): SBD ``val.txt`` names (2,857).
-
-    Returns:
-        tuple[list[str], list[str]]: ``trainaug`` = VOC train | SBD - VOC val (10,582) and
-        ``aug`` = SBD - VOC train - VOC val (9,118), the part added to VOC train.
-    """
+    """``trainaug`` = VOC train | SBD - VOC val (10,582) and ``aug`` = SBD - VOC train - VOC val
+    (9,118, what mmseg adds to VOC train), both sorted and disjoint from VOC val."""
     sbd = set(sbd_train) | set(sbd_val)
     val = set(voc_val)
     trainaug = sorted((set(voc_train) | sbd) - val)
@@ -185,21 +84,7 @@ def make_aug_lists(voc_train: Sequence[str], voc_val: Sequence[str], sbd_train: 
 
 
 def read_sbd_segmentation(mat_path: str) -> np.ndarray:
-    """Read the class map of one SBD ``cls/<name>.mat`` file.
-
-    SBD saves a MATLAB struct ``GTcls`` with fields ``Boundaries``, ``Segmentation`` and
-    ``CategoriesPresent``; ``scipy.io.loadmat`` returns it as a 1x1 structured array.
-
-    Args:
-        mat_path (str): Path of the ``.mat`` file.
-
-    Returns:
-        np.ndarray: ``(H, W)`` uint8 class indices in ``0..20``.
-
-    Raises:
-        DatasetPrepError: If the file cannot be read, has no ``GTcls.Segmentation``, the map is
-            not 2-D, or it holds values outside ``0..20``.
-    """
+    """The ``(H, W)`` uint8 class map (0..20) of an SBD ``cls/<name>.mat`` (struct ``GTcls``)."""
     from scipy.io import loadmat  # scipy is an mmseg dependency; imported only when converting
     try:
         data = loadmat(mat_path)
@@ -231,15 +116,7 @@ def convert_sbd_mat(mat_path: str, png_path: str) -> None:
 
 @dataclass
 class VocAugSummary:
-    """What :func:`prepare_voc_aug` wrote.
-
-    Attributes:
-        converted (int): SBD ``.mat`` files converted to PNG.
-        voc_labels_copied (int): VOC train labels copied into ``SegmentationClassAug``.
-        trainaug (list[str]): Names written to ``trainaug.txt``.
-        aug (list[str]): Names written to ``aug.txt``.
-        warnings (list[str]): Things a user should look at (e.g. unexpected counts).
-    """
+    """What :func:`prepare_voc_aug` wrote, and counts a user should look at (``warnings``)."""
 
     converted: int = 0
     voc_labels_copied: int = 0
@@ -260,19 +137,14 @@ def prepare_voc_aug(voc_root: str,
     """Build VOC 2012 trainaug from VOC 2012 and SBD (see the module docstring).
 
     Args:
-        voc_root (str): The ``VOC2012`` directory (holding ``JPEGImages``,
-            ``SegmentationClass`` and ``ImageSets/Segmentation/{train,val}.txt``).
-        sbd_root (str): SBD's root, holding ``dataset/cls/*.mat`` and
-            ``dataset/{train,val}.txt`` (the ``benchmark_RELEASE`` directory).
-        out_dir (str | None): Where the PNGs go. Default: ``<voc_root>/SegmentationClassAug``.
-        stream (TextIO | None): Progress output. Default: stderr.
-
-    Returns:
-        VocAugSummary: Counts, the two lists and any warnings.
+        voc_root: The ``VOC2012`` directory.
+        sbd_root: SBD's ``benchmark_RELEASE`` directory (``dataset/cls/*.mat``,
+            ``dataset/{train,val}.txt``).
+        out_dir: Where the PNGs go. Default: ``<voc_root>/SegmentationClassAug``.
+        stream: Progress output. Default: stderr.
 
     Raises:
-        DatasetPrepError: On a missing directory or split file, an SBD name without its
-            ``.mat``, or an unreadable label; the message names the file.
+        DatasetPrepError: Naming the missing directory, split file or label, or the bad file.
     """
     split_dir = osp.join(voc_root, 'ImageSets', 'Segmentation')
     cls_dir = osp.join(sbd_root, 'dataset', 'cls')
@@ -289,13 +161,13 @@ def prepare_voc_aug(voc_root: str,
     if missing:
         raise DatasetPrepError(
             f'{len(missing)} image(s) listed in SBD dataset/train.txt or val.txt have no label '
-            f'file in {cls_dir}, e.g. {", ".join(f"{n}.mat" for n in missing[:5])}.')
+            f'file in {cls_dir}: {listing(f"{n}.mat" for n in missing)}.')
     voc_label_dir = osp.join(voc_root, 'SegmentationClass')
     missing = [n for n in voc_train if not osp.isfile(osp.join(voc_label_dir, f'{n}.png'))]
     if missing:
         raise DatasetPrepError(
-            f'{len(missing)} image(s) of VOC train.txt have no label in {voc_label_dir}, e.g. '
-            f'{", ".join(f"{n}.png" for n in missing[:5])}.')
+            f'{len(missing)} image(s) of VOC train.txt have no label in {voc_label_dir}: '
+            f'{listing(f"{n}.png" for n in missing)}.')
 
     out_dir = out_dir or osp.join(voc_root, 'SegmentationClassAug')
     os.makedirs(out_dir, exist_ok=True)
@@ -304,13 +176,13 @@ def prepare_voc_aug(voc_root: str,
     def convert(name: str) -> None:
         convert_sbd_mat(osp.join(cls_dir, f'{name}.mat'), osp.join(out_dir, f'{name}.png'))
 
-    _track(sbd_names, 'converting SBD labels', convert, stream)
+    track(sbd_names, 'converting SBD labels', convert, stream)
     summary.converted = len(sbd_names)
 
     def copy_voc(name: str) -> None:
         shutil.copyfile(osp.join(voc_label_dir, f'{name}.png'), osp.join(out_dir, f'{name}.png'))
 
-    _track(voc_train, 'copying VOC train labels', copy_voc, stream)
+    track(voc_train, 'copying VOC train labels', copy_voc, stream)
     summary.voc_labels_copied = len(voc_train)
 
     summary.trainaug, summary.aug = make_aug_lists(voc_train, voc_val, sbd_train, sbd_val)
@@ -334,16 +206,11 @@ def cityscapes_train_id_lut() -> np.ndarray:
 
 def convert_cityscapes_label(label_ids_path: str, train_ids_path: str,
                              lut: Optional[np.ndarray] = None) -> None:
-    """Map one ``*_labelIds.png`` (34 raw ids) to a ``*_labelTrainIds.png`` (19 classes + 255).
-
-    Args:
-        label_ids_path (str): Input PNG of raw label ids.
-        train_ids_path (str): Output PNG of train ids.
-        lut (np.ndarray | None): Lookup table from :func:`cityscapes_train_id_lut`.
+    """Map one ``*_labelIds.png`` (raw ids 0..33) to a ``*_labelTrainIds.png`` (19 classes + 255).
 
     Raises:
-        DatasetPrepError: If the file cannot be read, is not single-channel (e.g. a
-            ``*_color.png``), or holds values that are not raw label ids (0..33).
+        DatasetPrepError: The file is unreadable, not single-channel (a ``*_color.png``) or
+            holds values that are not raw label ids.
     """
     try:
         with Image.open(label_ids_path) as image:
@@ -374,20 +241,18 @@ def find_cityscapes_label_ids(gt_root: str) -> List[str]:
 def prepare_cityscapes(cityscapes_root: str,
                        gt_dirs: Sequence[str] = ('gtFine', ),
                        stream: Optional[TextIO] = None) -> Tuple[int, List[str]]:
-    """Write ``*_labelTrainIds.png`` next to every ``*_labelIds.png`` of the given label trees.
+    """Write ``*_labelTrainIds.png`` next to every ``*_labelIds.png`` of the label trees.
 
     Args:
-        cityscapes_root (str): The Cityscapes root (holding ``leftImg8bit`` and ``gtFine``).
-        gt_dirs (Sequence[str]): Label trees to convert: ``gtFine`` (App. C, val table) and, for
-            the test-set model, ``gtCoarse``. Default: ``('gtFine',)``.
-        stream (TextIO | None): Progress output. Default: stderr.
+        cityscapes_root: The Cityscapes root (``leftImg8bit``, ``gtFine``).
+        gt_dirs: Label trees: ``gtFine`` (App. C) and, for the test-set model, ``gtCoarse``.
+        stream: Progress output. Default: stderr.
 
     Returns:
-        tuple[int, list[str]]: Number of files converted, and one message per file that could
-        not be converted (the conversion goes on past bad files).
+        Files converted, and one message per file that could not be (the rest go on).
 
     Raises:
-        DatasetPrepError: If a label tree is missing or holds no ``*_labelIds.png``.
+        DatasetPrepError: A label tree is missing or holds no ``*_labelIds.png``.
     """
     lut = cityscapes_train_id_lut()
     converted, problems = 0, []
@@ -408,7 +273,7 @@ def prepare_cityscapes(cityscapes_root: str,
                 return str(error)
             return None
 
-        results = _track(files, f'converting {gt_dir} label ids to train ids', convert, stream)
+        results = track(files, f'converting {gt_dir} label ids to train ids', convert, stream)
         problems += [r for r in results if r is not None]
         converted += sum(r is None for r in results)
     return converted, problems

@@ -1,22 +1,12 @@
 """The paper's result tables as data: every row, its mIoU and the protocol that produced it.
 
 Chen, Papandreou, Schroff and Adam, "Rethinking Atrous Convolution for Semantic Image
-Segmentation", arXiv:1706.05587v3. mIoU (%) on PASCAL VOC 2012 val unless noted.
-
-A row is identified by ``(table, row)``, the strings an experiment config's
-``paper_ref = dict(table=..., row=..., miou=...)`` uses. Besides its number, each row records
-
-* ``model``: which *trained model* it evaluates, a key made of everything that changes training
-  (network, cascade depth, multi-grid, ASPP, training OS, batch, crop, BN, labels, pretraining,
-  data). Rows of different tables that evaluate the same model the same way are the same
-  measurement: Tab. 5's last row, Tab. 6 OS=16, Tab. 8's first row, Tab. 9 batch 16 and Tab. 10
-  16 -> 16 are all the best ASPP model at OS 16 (77.21);
-* ``inference``: output stride, input scales and flip at test time (Tab. 4, 6, 10, 12).
-
-:mod:`deeplabv3_plugin.utils.paper_report` puts a run into every row whose model and inference
-match what the run actually did, read from its config dump.
-
-Not listed: Tab. 11 (asynchronous training with 1..32 replicas; training here is synchronous).
+Segmentation", arXiv:1706.05587v3; mIoU (%) on VOC 2012 val unless noted. A row is
+``(table, row)``, as in a config's ``paper_ref``. ``model`` keys everything that changes training,
+so rows of different tables that evaluate the same model the same way are one measurement (Tab.
+5's last row, Tab. 6 OS=16, Tab. 8's first row, Tab. 9 batch 16 and Tab. 10 16 -> 16 are all
+77.21); ``inference`` is the test-time OS, scales and flip. Tab. 11 (asynchronous training) is not
+listed: training here is synchronous.
 """
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
@@ -33,13 +23,7 @@ CITYSCAPES_TEST_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 @dataclass(frozen=True)
 class Inference:
-    """How a trained model is evaluated.
-
-    Attributes:
-        output_stride (int): Output stride at test time.
-        scales (tuple[float]): Input scales whose class probabilities are averaged.
-        flip (bool): Whether left-right flipped inputs are added.
-    """
+    """How a trained model is evaluated: test-time output stride, averaged input scales, flip."""
 
     output_stride: int
     scales: Tuple[float, ...] = (1.0, )
@@ -59,17 +43,8 @@ class Inference:
 
 @dataclass(frozen=True)
 class PaperRow:
-    """One number of the paper.
-
-    Attributes:
-        table (str): ``'Table 1'`` ... ``'Table 13'``.
-        row (str): Row label, as in the configs' ``paper_ref``.
-        miou (float | None): The paper's mIoU (%).
-        model (str | None): Key of the trained model; None if it cannot be trained here.
-        inference (Inference | None): Test-time settings; None if not reproducible.
-        split (str): ``'val'`` (scored locally) or ``'test'`` (evaluation server only).
-        note (str): Shown under the table.
-    """
+    """One number of the paper: ``model`` and ``inference`` are None where it cannot be
+    reproduced here; ``split='test'`` rows are scored by the evaluation server only."""
 
     table: str
     row: str

@@ -1,19 +1,11 @@
 """Which classes each training image contains, read once from its label map and cached.
 
-Bootstrapping (DeepLabV3, Sec. 4.1) needs, for every training image, whether it holds a hard class.
-The only faithful source is the label map itself (a class list in the annotation file would miss
-crops of SBD/VOC maps and custom class subsets), so the maps are decoded once, the set of label
-values of each is kept, and the result is cached as JSON so the next run does not decode 10k PNGs.
-
-What is cached is the *raw* set of pixel values of each file, keyed by the file path and its size
-and modification time. The dataset's ``reduce_zero_label`` and ``label_map`` are applied afterwards
-(:func:`apply_label_transform`), exactly as mmseg's ``LoadAnnotations`` applies them to the pixels;
-both are value-wise maps, so mapping the set of values equals the set of mapped pixels. One cache
-therefore serves every config over the same files (any class subset, any hard classes).
-
-The cache file name is a hash of the ordered list of label-map paths, so a changed file list means
-a different cache; a changed file (size or mtime differ from the cached entry) is re-read, the rest
-are reused.
+Bootstrapping (DeepLabV3, Sec. 4.1) needs, per training image, whether it holds a hard class; the
+only faithful source is the label map itself. The *raw* set of pixel values of each file is cached
+as JSON (keyed by path, size and mtime; the file name hashes the ordered path list), and the
+dataset's ``reduce_zero_label``/``label_map`` are applied afterwards with mmseg's semantics
+(value-wise maps, so mapping the set equals the set of mapped pixels). One cache thus serves every
+config over the same files.
 """
 import hashlib
 import json
@@ -28,6 +20,8 @@ from mmengine.fileio import get as read_bytes
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
+from ..transforms.loading import map_labels
+
 #: mmseg's ignore index: ``reduce_zero_label`` and ``label_map`` send dropped labels here.
 IGNORE_INDEX = 255
 #: Bumped whenever the meaning of the cache content changes.
@@ -41,20 +35,8 @@ def default_cache_dir() -> str:
 
 
 def read_label_values(path: str) -> FrozenSet[int]:
-    """The distinct raw pixel values of one label map, decoded like mmseg's ``LoadAnnotations``.
-
-    Palette PNGs (VOC's format) are decoded to their palette indices (pillow, ``'unchanged'``),
-    which are the class ids.
-
-    Args:
-        path (str): Path of the label map.
-
-    Returns:
-        frozenset[int]: Pixel values present, before any label mapping.
-
-    Raises:
-        OSError: Naming ``path`` when it is missing or cannot be decoded as an image.
-    """
+    """The distinct raw pixel values of one label map, decoded like mmseg's ``LoadAnnotations``
+    (palette PNGs give their indices); OSError naming ``path`` when it cannot be decoded."""
     try:
         content = read_bytes(path)
         label = mmcv.imfrombytes(content, flag='unchanged', backend='pillow')
@@ -70,25 +52,9 @@ def read_label_values(path: str) -> FrozenSet[int]:
 
 def apply_label_transform(values: FrozenSet[int], reduce_zero_label: bool,
                           label_map: Optional[Mapping[int, int]]) -> FrozenSet[int]:
-    """Class ids training will see for an image whose label map holds ``values``.
-
-    Mirrors ``mmseg.datasets.transforms.LoadAnnotations``: ``reduce_zero_label`` turns 0 into the
-    ignore index and shifts every other value down by one; then ``label_map`` (old id -> new id,
-    set by a custom ``metainfo['classes']`` subset) renames ids. The ignore index is dropped.
-
-    Args:
-        values (frozenset[int]): Raw pixel values of the label map.
-        reduce_zero_label (bool): The dataset's ``reduce_zero_label``.
-        label_map (Mapping[int, int], optional): The dataset's ``label_map``.
-
-    Returns:
-        frozenset[int]: Class ids present, without ``IGNORE_INDEX``.
-    """
-    if reduce_zero_label:
-        values = frozenset(IGNORE_INDEX if v in (0, IGNORE_INDEX) else v - 1 for v in values)
-    if label_map:
-        mapping = {int(k): int(v) for k, v in label_map.items()}
-        values = frozenset(mapping.get(v, v) for v in values)
+    """Class ids training sees for an image whose label map holds ``values`` (ignore removed)."""
+    values = map_labels(np.array(sorted(values), np.uint8), reduce_zero_label, label_map)
+    values = frozenset(int(v) for v in values)
     return values - {IGNORE_INDEX}
 
 
@@ -139,19 +105,9 @@ def _write_cache(path: str, files: Dict[str, dict]) -> None:
 
 def scan_label_values(paths: Sequence[str], cache_dir: Optional[str] = None,
                       show_progress: bool = True) -> Dict[str, FrozenSet[int]]:
-    """Raw label values of every file in ``paths``, from the cache where it is still valid.
+    """Path -> raw label values of every file in ``paths``, from the cache where still valid.
 
-    Args:
-        paths (Sequence[str]): Label-map paths in dataset order (duplicates are read once).
-        cache_dir (str, optional): Directory of the JSON cache. Defaults to
-            :func:`default_cache_dir`.
-        show_progress (bool): Show an mmengine ``ProgressBar`` while decoding. Defaults to True.
-
-    Returns:
-        dict[str, frozenset[int]]: Path -> distinct raw pixel values.
-
-    Raises:
-        OSError: Naming the label map that is missing or cannot be decoded.
+    ``cache_dir`` defaults to :func:`default_cache_dir`; OSError names an unreadable label map.
     """
     cache_file = cache_path(paths, cache_dir or default_cache_dir())
     cached = _load_cache(cache_file)
@@ -186,21 +142,8 @@ def dataset_class_sets(dataset, cache_dir: Optional[str] = None,
                        show_progress: bool = True) -> List[FrozenSet[int]]:
     """For every index of ``dataset``, the class ids its label map holds after label mapping.
 
-    Works with any mmengine dataset exposing ``get_data_info(i)['seg_map_path']``, including
-    ``ConcatDataset`` and ``RepeatDataset`` (each sample keeps its own ``reduce_zero_label`` and
-    ``label_map``).
-
-    Args:
-        dataset: An mmseg dataset (``BaseSegDataset`` or a wrapper of it).
-        cache_dir (str, optional): See :func:`scan_label_values`.
-        show_progress (bool): See :func:`scan_label_values`.
-
-    Returns:
-        list[frozenset[int]]: One class set per dataset index.
-
-    Raises:
-        TypeError: If ``dataset`` has no ``get_data_info``.
-        KeyError: If a sample has no ``seg_map_path``.
+    Any mmengine dataset with ``get_data_info(i)['seg_map_path']`` works, ``ConcatDataset`` and
+    ``RepeatDataset`` included (each sample keeps its own ``reduce_zero_label``/``label_map``).
     """
     get_data_info = getattr(dataset, 'get_data_info', None)
     if get_data_info is None:
@@ -223,22 +166,8 @@ def dataset_class_sets(dataset, cache_dir: Optional[str] = None,
 
 def resolve_class_indices(hard_classes: Union[str, int, Sequence[Union[str, int]]],
                           class_names: Optional[Sequence[str]]) -> Tuple[int, ...]:
-    """Turn hard classes given by name or index into class indices of the dataset.
-
-    Args:
-        hard_classes (str | int | Sequence[str | int]): Names from ``metainfo['classes']``
-            (e.g. the paper's ``('bicycle', 'chair', 'diningtable', 'pottedplant', 'sofa')``),
-            indices, or a mix. A single name or index is accepted too.
-        class_names (Sequence[str], optional): The dataset's ``metainfo['classes']``.
-
-    Returns:
-        tuple[int, ...]: Sorted, de-duplicated class indices.
-
-    Raises:
-        ValueError: Empty ``hard_classes``, an unknown name (the known ones are listed) or an
-            index outside ``[0, len(classes))``.
-        TypeError: An entry that is neither a name nor an index.
-    """
+    """Sorted class indices of ``hard_classes``, given by name (from ``class_names``, the
+    dataset's ``metainfo['classes']``), by index, or mixed; a single one is accepted too."""
     if isinstance(hard_classes, (str, int)):
         hard_classes = (hard_classes, )
     hard_classes = tuple(hard_classes)

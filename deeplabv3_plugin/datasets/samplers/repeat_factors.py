@@ -1,49 +1,29 @@
 """The arithmetic of bootstrapping on hard images, apart from any dataset or process group.
 
-DeepLabV3 (Chen et al. 2017, Sec. 4.1, "bootstrapping" for the VOC test-set model) duplicates, in
-the training set, every image that contains one of the hard classes (bicycle, chair, dining table,
-potted plant, sofa). That is image-level oversampling: a hard image is seen ``repeat_factor`` times
-per epoch instead of once. The paper does not state the factor, so it is a parameter here.
-
-Three pure functions turn that idea into indices, in the spirit of detectron2's
-``RepeatFactorTrainingSampler`` (per-image factors, integer part always, fractional part drawn at
-random each epoch), so that a test can pin the maths with a list of class sets:
-
-* :func:`repeat_factors` gives every image its factor (``repeat_factor`` or 1).
-* :func:`expand_indices` turns factors into one epoch's index list from a seeded generator.
-* :func:`max_epoch_length` bounds that list's length, which a finite sampler needs for ``__len__``.
-
-Fractional parts are drawn by *systematic sampling* rather than one coin per image: image ``i``
-still gets its extra copy with probability exactly ``frac(f_i)``, but the number of extra copies
-in an epoch is ``floor(S)`` or ``ceil(S)`` (``S`` the sum of the fractional parts) instead of a
-binomial count. A bounded epoch length is what lets a finite, distributed sampler declare ``len()`` up front
-and pad every epoch to the same size on every rank.
+DeepLabV3 (Chen et al. 2017, Sec. 4.1) duplicates, in the training set, every image containing a
+hard class (bicycle, chair, dining table, potted plant, sofa): image-level oversampling by a
+``repeat_factor`` the paper does not state. As in detectron2's ``RepeatFactorTrainingSampler``,
+pure functions turn per-image factors into one epoch's indices (integer part always, fractional
+part drawn each epoch), so a test pins the maths with a list of class sets. Fractional parts are
+drawn by *systematic sampling*: image ``i`` still gets its extra copy with probability
+``frac(f_i)``, but an epoch's length varies by at most one, so a distributed sampler can declare
+``len()`` up front and pad every rank to the same size.
 """
 import math
 from typing import Iterable, List, Sequence
 
 import torch
 
-#: Fractional parts are handled in integer units of 1/FRACTION_RESOLUTION so that sums and
-#: comparisons are exact (a float sum could make ``ceil`` disagree between two code paths). A
-#: factor written with up to six decimals, e.g. ``1.25`` or ``1.3``, is represented exactly.
+#: Fractions are counted in integer units of 1/FRACTION_RESOLUTION so sums and comparisons are
+#: exact (factors with up to six decimals, e.g. ``1.3``, are represented exactly).
 FRACTION_RESOLUTION = 1_000_000
 
 
 def check_repeat_factor(repeat_factor: float) -> float:
-    """Validate the bootstrapping factor and return it as a float.
+    """``repeat_factor`` as a float, refused unless a finite real number >= 1.
 
-    Args:
-        repeat_factor (float): How many times a hard image appears per epoch. ``1.0`` disables
-            bootstrapping; ``2.0`` is the paper's "duplicate"; fractional values such as ``1.5``
-            add the extra copy to a random half of the hard images each epoch.
-
-    Returns:
-        float: ``repeat_factor`` as a float.
-
-    Raises:
-        TypeError: If it is not a real number (``bool`` is refused: ``True`` is not a factor).
-        ValueError: If it is below 1, infinite or NaN.
+    1 disables bootstrapping, 2 is the paper's "duplicate", 1.5 adds the extra copy to a random
+    half of the hard images each epoch. ``bool`` is refused: ``True`` is not a factor.
     """
     if isinstance(repeat_factor, bool) or not isinstance(repeat_factor, (int, float)):
         raise TypeError('repeat_factor must be a real number >= 1 (how many times a hard image '
@@ -60,14 +40,8 @@ def repeat_factors(image_class_sets: Sequence[Iterable[int]], hard_classes: Iter
                    factor: float) -> List[float]:
     """Per-image repeat factors: ``factor`` for an image holding a hard class, else 1.
 
-    Args:
-        image_class_sets (Sequence[Iterable[int]]): For every dataset index, the class indices
-            present in its label map (after the dataset's label mapping, ignore index removed).
-        hard_classes (Iterable[int]): Class indices that make an image "hard".
-        factor (float): Repeat factor of hard images, >= 1 (see :func:`check_repeat_factor`).
-
-    Returns:
-        list[float]: One factor per image, in dataset order.
+    ``image_class_sets`` holds, per dataset index, the class indices of its label map (after
+    label mapping, ignore removed).
 
     Example:
         >>> repeat_factors([{0, 9}, {0, 15}, {11}], hard_classes=(9, 11), factor=2.0)
@@ -91,16 +65,8 @@ def _split(factors: Sequence[float]) -> tuple:
 
 
 def max_epoch_length(factors: Sequence[float]) -> int:
-    """The longest index list :func:`expand_indices` can return for ``factors``.
-
-    It is ``sum(floor(f_i)) + ceil(sum(frac(f_i)))``; an epoch is that long or one shorter.
-
-    Args:
-        factors (Sequence[float]): Per-image repeat factors, each >= 1.
-
-    Returns:
-        int: Upper bound of the epoch length (exact when all factors are integers).
-    """
+    """The longest list :func:`expand_indices` can return: ``sum(floor(f_i)) +
+    ceil(sum(frac(f_i)))``; an epoch is that long or one shorter."""
     whole, fraction = _split(factors)
     return sum(whole) + -(-sum(fraction) // FRACTION_RESOLUTION)
 
@@ -114,14 +80,8 @@ def expand_indices(factors: Sequence[float], generator: torch.Generator) -> List
     whose segment a point falls in. Each fraction is below one, so a segment holds at most one
     point, and the offset is uniform, so the probability is exactly the segment length.
 
-    Args:
-        factors (Sequence[float]): Per-image repeat factors, each >= 1 (see
-            :func:`repeat_factors`).
-        generator (torch.Generator): Source of randomness. The same generator state gives the
-            same list, which is how every rank of a distributed job agrees on an epoch.
-
-    Returns:
-        list[int]: Indices in ascending order, repeated; shuffle them afterwards if wanted.
+    The same ``generator`` state gives the same list, which is how every rank of a distributed
+    job agrees on an epoch. Indices are ascending; shuffle them afterwards.
 
     Example:
         >>> expand_indices([1.0, 2.0, 3.0], torch.Generator().manual_seed(0))

@@ -1,22 +1,11 @@
 """Per-sample validation of a loaded (image, label) pair: sizes and label values.
 
-Two data errors pass through mmseg's pipeline without any message and only surface as a
-wrong model:
-
-* **A label of a different size than its image.** The random resize/crop transforms resize
-  both to the same target, so the network learns from labels stretched over the wrong pixels;
-  at test time ``IoUMetric`` compares predictions made at the image size against a label of
-  another size and fails with a shape error far from the cause.
-* **Label values outside the classes.** ``CrossEntropyLoss`` on CPU raises ``IndexError:
-  Target 37 is out of bounds`` without the file name (on GPU a device-side assert), and
-  ``IoUMetric`` silently drops the values from its histogram. Typical causes: colour-coded
-  labels (VOC palette colours 128, 192 read as classes), 1-based class indices, a wrong
-  ``reduce_zero_label``, or a dataset/model class-count mismatch.
-
-:class:`CheckSegSample` goes right after the label is loaded (``LoadAnnotations`` or
-:class:`~deeplabv3_plugin.datasets.transforms.CheckedLoadAnnotations`) and before any transform
-that resizes it, and raises one :class:`~deeplabv3_plugin.datasets.errors.DataError` naming
-both files, the offending values and what was expected.
+Two data errors pass mmseg's pipeline silently and surface as a wrong model: a label of another
+size than its image (the resize/crop transforms stretch both to the same target; ``IoUMetric``
+later fails far from the cause), and label values outside the classes (CPU cross-entropy raises
+``Target 37 is out of bounds`` without the file, ``IoUMetric`` drops them silently). Typical
+causes: colour-coded labels, 1-based indices, a wrong ``reduce_zero_label``, a class-count
+mismatch. :class:`CheckSegSample` goes right after the label loader, before any resize.
 """
 from typing import Tuple
 
@@ -24,29 +13,24 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ...engine.errors import UserInputError
+from ...engine.errors import UserInputError, listing
 from ..errors import DataError
 
 __all__ = ['CheckSegSample']
-
-#: Offending label values listed in a message before the rest are summarised.
-_MAX_LISTED = 8
 
 
 @TRANSFORMS.register_module()
 class CheckSegSample(BaseTransform):
     """Check that a sample's label matches its image size and holds only valid classes.
 
-    Required keys: ``gt_seg_map``, ``ori_shape`` (set by the image loader to the image's size
-    as read from disk, so the check also works in test pipelines where the image is resized
-    before the label is loaded), ``img_path`` and ``seg_map_path`` (for the message).
-    Nothing is modified.
+    Reads ``gt_seg_map``, ``ori_shape`` (the image size as read from disk, so test pipelines
+    that resize before loading the label work too), ``img_path`` and ``seg_map_path``; changes
+    nothing.
 
     Args:
-        num_classes: Number of classes the model predicts; valid label values are
-            ``0..num_classes-1`` plus ``ignore_index``. Must match the dataset's ``classes``.
-        ignore_index: The label value excluded from the loss and the metric (VOC's void
-            border). Defaults to 255.
+        num_classes: Classes the model predicts; valid values are ``0..num_classes-1`` and
+            ``ignore_index``.
+        ignore_index: The value excluded from loss and metric (VOC's void border). Defaults to 255.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
@@ -88,12 +72,11 @@ class CheckSegSample(BaseTransform):
                 f'needs nearest-neighbour interpolation).')
         values, counts = self._bad_values(label)
         if values.size:
-            listed = ', '.join(f'{v} ({c} px)' for v, c in
-                               zip(values[:_MAX_LISTED].tolist(), counts[:_MAX_LISTED].tolist()))
-            more = f' and {values.size - _MAX_LISTED} more' if values.size > _MAX_LISTED else ''
+            listed = listing((f'{v} ({c} px)' for v, c in zip(values.tolist(), counts.tolist())),
+                             limit=8)
             raise DataError(
                 f'CheckSegSample: the label `seg_map_path`={seg_path!r} (image {img_path!r}) '
-                f'contains values {listed}{more} outside the {self.num_classes} classes; '
+                f'contains values {listed} outside the {self.num_classes} classes; '
                 f'expected class indices 0..{self.num_classes - 1} or the ignore index '
                 f'{self.ignore_index}. Common causes: labels saved as colours instead of class '
                 f'indices, 1-based indices (see the dataset\'s `reduce_zero_label`), or '

@@ -1,21 +1,14 @@
 """Image and label loading that names the file when it cannot be read.
 
-mmcv's ``LoadImageFromFile`` and mmseg's ``LoadAnnotations`` hand the raw bytes to
-``mmcv.imfrombytes``. A broken file then fails far from its cause: an empty file raises
-OpenCV's ``(-215:Assertion failed) !buf.empty() in function 'imdecode_'``, undecodable bytes
-become ``AssertionError: failed to load image``, Pillow reports ``cannot identify image file
-<_io.BytesIO object at 0x...>`` without any path, and a truncated JPEG is silently decoded with
-a grey lower half. Labels are also cast with ``astype(np.uint8)``, so a 16-bit label map
-wraps around silently and an RGB colour-coded label (instead of class indices) travels on as
-an ``(H, W, 3)`` array.
-
-The two transforms here are drop-in replacements (same arguments, same output keys) that
-read the bytes once, check them, decode them and raise one
-:class:`~deeplabv3_plugin.datasets.errors.DataError` (``MissingDataError`` for absent files)
-naming the transform, the result key, the file, its size and what was expected.
+mmcv's ``LoadImageFromFile`` and mmseg's ``LoadAnnotations`` fail far from the cause on a broken
+file (OpenCV's ``!buf.empty()``, Pillow's ``cannot identify image file <_io.BytesIO ...>``, a
+truncated JPEG silently decoded with a grey lower half), and labels are cast with
+``astype(np.uint8)``, so a 16-bit map wraps around and an RGB rendering travels on as
+``(H, W, 3)``. These drop-in replacements (same arguments and outputs) raise one
+:class:`~deeplabv3_plugin.datasets.errors.DataError` naming the file and what was expected.
 """
 import os.path as osp
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import mmcv
 import mmengine.fileio as fileio
@@ -26,19 +19,15 @@ from mmseg.registry import TRANSFORMS
 
 from ..errors import DataError, MissingDataError
 
-__all__ = ['CheckedLoadImageFromFile', 'CheckedLoadAnnotations', 'read_and_decode']
+__all__ = ['CheckedLoadImageFromFile', 'CheckedLoadAnnotations', 'map_labels', 'read_and_decode']
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 def _truncation(content: bytes) -> Optional[str]:
-    """Why ``content`` is a truncated JPEG or PNG, or None when its end marker is present.
-
-    cv2 decodes a truncated JPEG without an error (the missing rows come out grey), so the end
-    marker is checked explicitly: a JPEG ends with EOI (``FF D9``), a PNG with an ``IEND``
-    chunk. Both are searched in the whole file so that data appended after them is accepted.
-    """
+    """Why ``content`` is a truncated JPEG or PNG (no EOI / IEND marker, which cv2 does not
+    check), or None."""
     if content.startswith(_JPEG_MAGIC) and content.rfind(b'\xff\xd9') < 0:
         return 'it is a JPEG without its end-of-image marker, i.e. the file is truncated'
     if content.startswith(_PNG_MAGIC) and content.rfind(b'IEND') < 0:
@@ -49,22 +38,12 @@ def _truncation(content: bytes) -> Optional[str]:
 def read_and_decode(path: str, decode: Callable[[bytes], Optional[np.ndarray]], *,
                     owner: str, key: str, kind: str,
                     backend_args: Optional[dict] = None) -> np.ndarray:
-    """Read ``path`` and decode it, or raise an error that names the file and the cause.
+    """Read ``path`` and ``decode`` its bytes, or raise naming the file and the cause.
 
-    Args:
-        path: File to read (any mmengine file backend).
-        decode: Turns the bytes into an array; may return None or raise on bad input.
-        owner: Name of the calling transform, for the message.
-        key: Result key the path came from (``'img_path'``, ``'seg_map_path'``).
-        kind: ``'image'`` or ``'label'``, for the message.
-        backend_args: mmengine file backend arguments. Defaults to None (local files).
-
-    Returns:
-        The decoded array.
-
-    Raises:
-        MissingDataError: The file does not exist (a ``FileNotFoundError``).
-        DataError: The file is empty, truncated or not decodable (a ``ValueError``).
+    ``owner`` (the transform), ``key`` (the result key of the path) and ``kind`` (``'image'`` or
+    ``'label'``) name things in the message. Raises :class:`MissingDataError` (a
+    ``FileNotFoundError``) for an absent file, :class:`DataError` for an empty, truncated or
+    undecodable one.
     """
     try:
         content = fileio.get(path, backend_args=backend_args)
@@ -91,26 +70,27 @@ def read_and_decode(path: str, decode: Callable[[bytes], Optional[np.ndarray]], 
     return image
 
 
+def map_labels(label: np.ndarray, reduce_zero_label: bool,
+               label_map: Optional[Mapping[int, int]]) -> np.ndarray:
+    """mmseg ``LoadAnnotations``' label semantics on a uint8 map (or on a set of its values).
+
+    ``reduce_zero_label`` sends 0 to the ignore index 255 and shifts the other classes down by
+    one; then ``label_map`` (set by a custom ``metainfo['classes']`` subset) renames ids.
+    """
+    if reduce_zero_label:
+        label = np.where(label == 0, 255, label - 1).astype(np.uint8)
+        label[label == 254] = 255
+    if label_map:
+        remapped = label.copy()
+        for old_id, new_id in label_map.items():
+            remapped[label == old_id] = new_id
+        label = remapped
+    return label
+
+
 @TRANSFORMS.register_module()
 class CheckedLoadImageFromFile(LoadImageFromFile):
-    """``LoadImageFromFile`` whose errors name the image file and what is wrong with it.
-
-    Reads ``results['img_path']`` and adds ``img``, ``img_shape`` and ``ori_shape``, exactly
-    like mmcv's transform; a missing, empty, truncated or undecodable file raises instead of
-    failing inside the decoder (see the module docstring).
-
-    Args:
-        to_float32: Convert the image to float32. Defaults to False.
-        color_type: ``mmcv.imfrombytes`` flag. Defaults to ``'color'``.
-        imdecode_backend: ``'cv2'``, ``'pillow'``, ``'turbojpeg'`` or ``'tifffile'``.
-            Defaults to ``'cv2'``.
-        backend_args: mmengine file backend arguments. Defaults to None.
-    """
-
-    def __init__(self, to_float32: bool = False, color_type: str = 'color',
-                 imdecode_backend: str = 'cv2', backend_args: Optional[dict] = None) -> None:
-        super().__init__(to_float32=to_float32, color_type=color_type,
-                         imdecode_backend=imdecode_backend, backend_args=backend_args)
+    """``LoadImageFromFile`` whose errors name the image file and what is wrong with it."""
 
     def transform(self, results: dict) -> dict:
         img = read_and_decode(
@@ -130,25 +110,10 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
 class CheckedLoadAnnotations(LoadAnnotations):
     """mmseg ``LoadAnnotations`` that names the label file when it is unusable.
 
-    Adds ``gt_seg_map`` (uint8, H x W) and appends it to ``seg_fields``, with mmseg's
-    ``reduce_zero_label`` and ``label_map`` semantics. On top of the decoding checks it refuses
-    what mmseg would silently garble: labels with several channels (an RGB colour rendering
-    instead of class indices; a palette PNG decodes to indices and is fine) and values that do
-    not fit in uint8. Whether the values are valid *classes* is checked later by
-    :class:`~deeplabv3_plugin.datasets.transforms.CheckSegSample`, which knows the class count.
-
-    Args:
-        reduce_zero_label: Map label 0 to 255 and shift the others down by one. None takes the
-            dataset's setting. Defaults to None.
-        backend_args: mmengine file backend arguments. Defaults to None.
-        imdecode_backend: Decoder for the label file. Defaults to ``'pillow'`` (mmseg's
-            choice: Pillow returns palette indices, not colours).
+    Beyond decoding, it refuses what mmseg would garble silently: several channels (a colour
+    rendering; palette PNGs decode to indices and are fine) and values beyond uint8. Whether the
+    values are *classes* is checked by :class:`~.check_sample.CheckSegSample`.
     """
-
-    def __init__(self, reduce_zero_label: Optional[bool] = None,
-                 backend_args: Optional[dict] = None, imdecode_backend: str = 'pillow') -> None:
-        super().__init__(reduce_zero_label=reduce_zero_label, backend_args=backend_args,
-                         imdecode_backend=imdecode_backend)
 
     def _load_seg_map(self, results: dict) -> None:
         path = results['seg_map_path']
@@ -179,14 +144,6 @@ class CheckedLoadAnnotations(LoadAnnotations):
             raise DataError(
                 f'{owner}: reduce_zero_label={self.reduce_zero_label} in the pipeline but '
                 f'{dataset_reduce} in the dataset; set it in one place (the dataset) only.')
-        if self.reduce_zero_label:  # 0 (background) becomes ignore, the rest shifts down
-            label = np.where(label == 0, 255, label - 1).astype(np.uint8)
-            label[label == 254] = 255
-        label_map = results.get('label_map')
-        if label_map:
-            remapped = label.copy()
-            for old_id, new_id in label_map.items():
-                remapped[label == old_id] = new_id
-            label = remapped
+        label = map_labels(label, self.reduce_zero_label, results.get('label_map'))
         results['gt_seg_map'] = label
         results['seg_fields'].append('gt_seg_map')
