@@ -6,7 +6,8 @@ For each image ``<name>.<ext>`` it writes, under ``--out`` (default ``infer_out`
   dataset's colours (the checkpoint's ``dataset_meta``), as VOC's own label files;
 * ``<name>_overlay.jpg``: the image with the class colours blended in (``--opacity``).
 
-A video (anything mmcv's ``VideoReader`` opens: .mp4, .avi, ...) becomes ``<name>_overlay.mp4``.
+A video (anything mmcv's ``VideoReader`` opens: .mp4, .avi, ...) becomes ``<name>_overlay.mp4``
+(written with OpenCV's ``VideoWriter``; mmcv 2.x has no writer).
 A folder contributes its images and videos (not recursively). A file that cannot be read is
 named on stderr and skipped; the others are still written, and the exit status is 1. The model
 is the plugin's :class:`~deeplabv3_plugin.apis.DeepLabV3Inferencer` (mmseg's inferencer, on the
@@ -143,15 +144,16 @@ def main(argv=None) -> int:
         elif path.lower().endswith(VIDEO_EXTENSIONS):
             continue  # could not be opened: already listed
         else:
-            progress.update()
             try:
                 image = read_image(path)
             except ValueError as error:
                 skipped.append((path, str(error)))
+                progress.update()
                 continue
             label, picture = segment(image)
             save_label(label, palette, f'{stem}_label.png')
             mmcv.imwrite(picture, f'{stem}_overlay.jpg')
+            progress.update()
         written += 1
     sys.stdout.write('\n')
     for path, reason in skipped:
