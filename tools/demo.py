@@ -204,7 +204,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         python, osp.join(tools, 'train.py'), config, '--work-dir', train_dir], env))
     with open(osp.join(train_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
-    curves = plot_training_curves(find_scalars(train_dir), osp.join(work_dir, 'training_curves.png'),
+    curves = plot_training_curves(find_scalars(train_dir),
+                                  osp.join(work_dir, 'training_curves.png'),
                                   title=osp.basename(args.config))
 
     results = {}

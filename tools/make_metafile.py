@@ -1,4 +1,4 @@
-"""Write ``configs/deeplabv3/metafile.yaml`` and ``model-index.yml`` from the configs' ``paper_ref``.
+"""Write ``configs/deeplabv3/metafile.yaml`` and ``model-index.yml`` from each ``paper_ref``.
 
     python tools/make_metafile.py           # rewrite both files
     python tools/make_metafile.py --check   # exit 1 if they are out of date (the tests run this)
