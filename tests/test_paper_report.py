@@ -12,12 +12,15 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from matplotlib import image as plt_image
 from mmengine.config import Config
 
 from _config_cache import cached_scoped_bases
 from deeplabv3_plugin.engine.tool_options import enable_tta, set_test_output_stride
-from deeplabv3_plugin.utils.paper_report import build_report, read_run
+from deeplabv3_plugin.utils.paper_figures import plot_table
+from deeplabv3_plugin.utils.paper_report import best_runs, build_report, find_runs, read_run
 from deeplabv3_plugin.utils.paper_tables import PAPER_TABLES
 from tools_testutils import load_tool
 
@@ -154,6 +157,7 @@ def test_cli_writes_markdown_and_rejects_bad_arguments(work_dirs, tmp_path, caps
     assert done.stdout == open(out).read()
     assert re.findall(r'^## (Table \d+)', done.stdout, re.M) == ['Table 6']
     assert '| OS=8 + MS + Flip | 79.77 | 79.10 | -0.67 |' in done.stdout
+    assert sorted(os.listdir(tmp_path)) == ['report.md', 'report_table-6.png']
     tool = load_tool('paper_report')
     assert tool.main([str(tmp_path / 'nowhere')]) == 2
     assert 'nowhere' in capsys.readouterr().err
@@ -161,3 +165,32 @@ def test_cli_writes_markdown_and_rejects_bad_arguments(work_dirs, tmp_path, caps
     assert "unknown table(s) ['Table 11']" in capsys.readouterr().err
     assert tool.main([]) == 0  # the paper's tables alone
     assert capsys.readouterr().out.count('\n## Table') == len(PAPER_TABLES)
+
+
+def test_cli_draws_every_table_beside_the_markdown(work_dirs, tmp_path, capsys):
+    out = str(tmp_path / 'report.md')
+    assert load_tool('paper_report').main([work_dirs, '-o', out]) == 0
+    assert f'and {len(PAPER_TABLES)} figures' in capsys.readouterr().err
+    for table in PAPER_TABLES:
+        picture = plt_image.imread(str(tmp_path / f'report_table-{table.name.split()[-1]}.png'))
+        height, width = picture.shape[:2]
+        assert width >= 600 and height >= 150, (table.name, picture.shape)
+    # one line per row: a table with more rows gets a taller figure (labels never overlap)
+    heights = {n: plt_image.imread(str(tmp_path / f'report_table-{n}.png')).shape[0]
+               for n in ('3', '7')}
+    assert heights['3'] > 2 * heights['7']
+
+
+def test_figures_show_the_runs_of_each_row(work_dirs, tmp_path):
+    runs = [read_run(r) for r in find_runs([work_dirs])]
+    best = best_runs(runs)
+    assert best[('Table 1', 'OS=8')].miou == 74.25
+    assert best[('Table 6', 'OS=8 + MS + Flip')].miou == 79.10
+    table1 = next(t for t in PAPER_TABLES if t.name == 'Table 1')
+    empty, filled = str(tmp_path / 'empty.png'), str(tmp_path / 'filled.png')
+    plot_table(table1, {}, empty)
+    plot_table(table1, best, filled)
+    # the run's point is drawn in blue on top of the paper's grey line
+    blue = lambda path: (np.abs(plt_image.imread(path)[..., :3] - (0.12, 0.47, 0.71))  # noqa
+                         .sum(-1) < 0.1).sum()
+    assert blue(filled) > blue(empty) + 20

@@ -34,6 +34,7 @@ from mmengine.config import Config  # noqa: E402
 
 from deeplabv3_plugin.datasets.synthetic_shapes import (  # noqa: E402
     CLASSES, generate_synthetic_shapes)
+from deeplabv3_plugin.utils.training_curves import find_scalars, plot_training_curves  # noqa
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(
@@ -202,6 +203,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         python, osp.join(tools, 'train.py'), config, '--work-dir', train_dir], env))
     with open(osp.join(train_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
+    curves = plot_training_curves(find_scalars(train_dir),
+                                  osp.join(work_dir, 'training_curves.png'),
+                                  title=osp.basename(args.config))
 
     results = {}
     for step, name, extra in (('3/4 evaluate, single scale', 'single_scale', []),
@@ -214,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         results[name] = dict(read_test_metrics(test_dir), overlays=_overlays(show_dir))
 
     summary = dict(work_dir=work_dir, data_root=data_root, config=config, checkpoint=checkpoint,
-                   results=results, seconds=dict(timings, total=time.time() - started))
+                   results=results, curves=curves,
+                   seconds=dict(timings, total=time.time() - started))
     with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     _print_summary(summary, meta)
@@ -236,6 +241,7 @@ multi-scale + flip: {res['ms_flip']['mIoU']:.2f}    (pixel accuracy \
 pictures     {rel(res['single_scale']['overlays'])}/  ({n_pictures} PNGs: ground truth left, \
 prediction right)
              {rel(res['ms_flip']['overlays'])}/
+curves       {rel(summary['curves'])}  (training loss, val mIoU)
 again        python tools/test.py {rel(summary['config'])} {rel(summary['checkpoint'])} --tta
 """)
 

@@ -3,12 +3,10 @@
 A work dir (``work_dirs/<config name>/``) holds one timestamped directory per run of
 ``tools/train.py`` / ``tools/test.py``. For each run this module reads
 
-* the config the run used: ``<run>/vis_data/config.py`` (mmengine's visualiser writes it for
-  every run), else a ``*.py`` dump in the run directory or in the work dir. Its ``paper_ref``
-  says which row the experiment belongs to; its model and test pipeline say how the run
-  evaluated: output stride (``test_output_stride``, else ``output_stride``), and with
-  ``tools/test.py --tta`` (``model.type == 'SegTTAModel'``) the scales and flip of the
-  ``TestTimeAug`` pipeline;
+* the config the run used: ``<run>/vis_data/config.py``, else a ``*.py`` dump in the run or
+  work dir. Its ``paper_ref`` names the experiment's row; its model and test pipeline say how
+  the run evaluated: output stride (``test_output_stride``, else ``output_stride``), and with
+  ``tools/test.py --tta`` (a ``SegTTAModel``) the scales and flip of ``TestTimeAug``;
 * its mIoU: ``<run>/<timestamp>.json`` of a test run, else the last validation entry of
   ``<run>/vis_data/scalars.json`` (training), else the last ``Iter(test)`` / ``Iter(val)`` line
   of ``<run>/<timestamp>.log``.
@@ -18,8 +16,7 @@ evaluates the same trained model the same way (so a training run of the best ASP
 Tab. 5, 6, 8, 9 and 10 at once, and ``tools/test.py <that config> <ckpt> --output-stride 8
 --tta`` fills Tab. 6 "OS=8 + MS + Flip"). A run whose evaluation matches no row of its model is
 listed apart, never put in a row it does not measure. The newest run wins a row.
-
-``tools/paper_report.py`` is the command-line front end.
+``tools/paper_report.py`` is the command-line front end (figures: :mod:`.paper_figures`).
 """
 import glob
 import json
@@ -31,7 +28,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .paper_tables import PAPER_TABLES, Inference, PaperRow, PaperTable, find_row
 
-__all__ = ['Run', 'find_runs', 'read_run', 'match_rows', 'format_report', 'build_report']
+__all__ = [
+    'Run', 'find_runs', 'read_run', 'match_rows', 'best_runs', 'format_report', 'select_tables',
+    'build_report'
+]
 
 #: mmengine names a run directory by its start time.
 RUN_DIR_PATTERN = re.compile(r'^\d{8}_\d{6}$')
@@ -220,14 +220,16 @@ def _fmt(value: Optional[float]) -> str:
     return '–' if value is None else f'{value:.2f}'
 
 
+def best_runs(runs: Sequence[Run]) -> Dict[Tuple[str, str], Run]:
+    """``(table, row) -> run`` for every row some run measures; the newest run wins."""
+    return {(row.table, row.row): run for run in sorted(runs, key=lambda r: r.timestamp)
+            for row in match_rows(run)}
+
+
 def format_report(tables: Sequence[PaperTable], runs: Sequence[Run]) -> str:
     """The markdown report: each table with the paper's column and this project's runs."""
-    best: Dict[Tuple[str, str], Run] = {}
-    placed = set()
-    for run in sorted(runs, key=lambda r: r.timestamp):
-        for row in match_rows(run):
-            best[(row.table, row.row)] = run  # newest run wins
-            placed.add(run.run_dir)
+    best = best_runs(runs)
+    placed = {run.run_dir for run in runs if match_rows(run)}
     lines = ['# DeepLabV3: this project beside the paper', '',
              'Paper: Chen et al. 2017, "Rethinking Atrous Convolution for Semantic Image '
              'Segmentation" (arXiv:1706.05587). mIoU (%) on PASCAL VOC 2012 val unless noted; '
@@ -273,27 +275,25 @@ def _mismatch(run: Run) -> str:
             f'{run.inference.describe()} on val')
 
 
+def select_tables(tables: Optional[Sequence[str]] = None) -> List[PaperTable]:
+    """The paper's tables named in ``tables`` (``'Table 6'`` or ``'6'``; None: all); ValueError
+    for a table the paper does not have."""
+    if not tables:
+        return list(PAPER_TABLES)
+    wanted = {t if str(t).startswith('Table') else f'Table {t}' for t in tables}
+    unknown = wanted - {t.name for t in PAPER_TABLES}
+    if unknown:
+        raise ValueError(f'unknown table(s) {sorted(unknown)}: expected some of '
+                         f'{[t.name for t in PAPER_TABLES]}.')
+    return [t for t in PAPER_TABLES if t.name in wanted]
+
+
 def build_report(paths: Sequence[str], tables: Optional[Sequence[str]] = None) -> str:
-    """Find and read every run under ``paths`` and render the report.
-
-    Args:
-        paths (Sequence[str]): Work dirs (or directories of work dirs).
-        tables (Sequence[str] | None): Only these tables (``'Table 6'`` or ``'6'``); None: all.
-
-    Returns:
-        str: Markdown.
+    """Find and read every run under ``paths`` and render the report of ``tables`` (None: all).
 
     Raises:
         FileNotFoundError: If a path is not a directory.
         ValueError: If a requested table does not exist.
     """
-    selected = list(PAPER_TABLES)
-    if tables:
-        wanted = {t if str(t).startswith('Table') else f'Table {t}' for t in tables}
-        unknown = wanted - {t.name for t in PAPER_TABLES}
-        if unknown:
-            raise ValueError(f'unknown table(s) {sorted(unknown)}: expected some of '
-                             f'{[t.name for t in PAPER_TABLES]}.')
-        selected = [t for t in PAPER_TABLES if t.name in wanted]
-    runs = [read_run(run_dir) for run_dir in find_runs(paths)]
-    return format_report(selected, runs)
+    selected = select_tables(tables)
+    return format_report(selected, [read_run(run_dir) for run_dir in find_runs(paths)])

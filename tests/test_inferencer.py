@@ -1,0 +1,80 @@
+"""mmseg's inferencer with the plugin's models: ``MMSegInferencer`` and ``DeepLabV3Inferencer``.
+
+``MMSegInferencer`` is run on a plugin config that loads with mmseg's transforms
+(``tests/configs/tools_tiny.py``), ``DeepLabV3Inferencer`` on the demo config with the plugin's
+checked pipeline, which ``MMSegInferencer`` cannot read. Inputs as users give them: one image,
+a list, a folder; outputs as mmseg writes them: overlays and label PNGs under ``out_dir``.
+Predictions are compared with the plugin's own inference API on the same checkpoint.
+"""
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from mmseg.apis import MMSegInferencer
+from mmseg.datasets import PascalVOCDataset
+from mmseg.registry import INFERENCERS
+from PIL import Image
+
+from _checkpoint_fixture import save_checkpoint
+from _demo_fixture import tiny_demo_config
+from deeplabv3_plugin.apis import DeepLabV3Inferencer, inference_model, init_model
+from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES, PALETTE
+from deeplabv3_plugin.engine.tool_options import enable_tta
+from tools_testutils import TINY_CONFIG, make_voc_dataset
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('voc'))
+    make_voc_dataset(root, num_train=0, num_val=3, size=40)
+    folder = osp.join(root, 'JPEGImages')
+    return folder, sorted(osp.join(folder, n) for n in os.listdir(folder))
+
+
+def test_mmseg_inferencer_runs_a_plugin_config(images, tmp_path):
+    folder, paths = images
+    meta = PascalVOCDataset.METAINFO
+    ckpt = save_checkpoint(Config.fromfile(TINY_CONFIG), str(tmp_path / 'tiny.pth'),
+                           meta['classes'], meta['palette'])
+    inferencer = MMSegInferencer(model=TINY_CONFIG, weights=ckpt, device='cpu')
+    reference = init_model(TINY_CONFIG, ckpt, fast=False)
+    one = inferencer(paths[0])['predictions']
+    np.testing.assert_array_equal(one, inference_model(reference, paths[0]))
+    several = inferencer(paths[:2])['predictions']
+    assert len(several) == 2 and several[1].shape == (40, 40)
+    out = str(tmp_path / 'out')
+    inferencer(folder, out_dir=out)
+    assert len(os.listdir(osp.join(out, 'vis'))) == len(os.listdir(osp.join(out, 'pred'))) == 3
+    overlay = np.array(Image.open(osp.join(out, 'vis', osp.basename(paths[0]))))
+    assert overlay.shape == (40, 40, 3)
+
+
+def test_deeplabv3_inferencer_reads_the_checked_pipelines(images, tmp_path):
+    folder, paths = images
+    cfg = tiny_demo_config()
+    ckpt = save_checkpoint(cfg, str(tmp_path / 'demo.pth'), list(CLASSES), PALETTE)
+    with pytest.raises(ValueError, match='LoadImageFromFile is not found'):
+        MMSegInferencer(model=cfg, weights=ckpt, device='cpu')  # why the subclass exists
+    inferencer = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu')
+    reference = init_model(cfg, ckpt)
+    result = inferencer(paths, out_dir=str(tmp_path / 'out'))
+    for path, predicted in zip(paths, result['predictions']):
+        np.testing.assert_array_equal(predicted, inference_model(reference, path))
+    assert len(os.listdir(tmp_path / 'out' / 'pred')) == 3
+    assert inferencer.model.dataset_meta['classes'] == list(CLASSES)
+    assert INFERENCERS.get('DeepLabV3Inferencer') is DeepLabV3Inferencer
+
+
+def test_deeplabv3_inferencer_multi_scale_flip_on_arrays(images, tmp_path):
+    _, paths = images
+    cfg = tiny_demo_config()
+    ckpt = save_checkpoint(cfg, str(tmp_path / 'demo.pth'), list(CLASSES), PALETTE)
+    enable_tta(cfg)
+    inferencer = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu')
+    assert type(inferencer.model).__name__ == 'SegTTAModel'
+    assert type(inferencer.model.module).__name__ == 'FastInferenceModel'
+    image = np.array(Image.open(paths[0]))[..., ::-1].copy()  # BGR, as mmcv.imread gives
+    sample = inferencer(image, return_datasamples=True)
+    assert tuple(sample.pred_sem_seg.shape) == (40, 40)
