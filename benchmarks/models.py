@@ -25,7 +25,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import nn
 
-import deeplabv3_plugin  # noqa: F401  (registers the plugin's models)
+import deeplabv3_plugin.runtime  # noqa: F401  (the plugin's models, safe checkpoint loading)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMPLEMENTATIONS = ('plugin', 'mmseg')

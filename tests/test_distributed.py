@@ -13,7 +13,7 @@ import socket
 import pytest
 import torch
 
-import deeplabv3_plugin  # noqa: F401  (the weights-only checkpoint loader the tools use)
+import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
 from tools_testutils import (PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run,
                              tool_env, train_cmd)
 

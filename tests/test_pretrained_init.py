@@ -21,7 +21,7 @@ from mmengine.registry import init_default_scope
 from mmseg.models.backbones import ResNetV1c
 from mmseg.registry import MODELS
 
-import deeplabv3_plugin  # noqa: F401  (the model bases have no custom_imports of their own)
+import deeplabv3_plugin.runtime  # noqa: F401  (the model bases have no custom_imports; torchvision://)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS_DIR = osp.join(REPO, 'configs', '_base_', 'models')

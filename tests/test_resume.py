@@ -14,7 +14,7 @@ import time
 from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
 
-import deeplabv3_plugin  # noqa: F401  (the weights-only checkpoint loader the tools use)
+import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
 from _sample_recorder import read_drawn_samples
 from tools_testutils import REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run, tool_env, train_cmd
 

@@ -13,7 +13,7 @@ import cv2
 import pytest
 import torch
 
-import deeplabv3_plugin  # noqa: F401  (the weights-only checkpoint loader the tools use)
+import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
 from tools_testutils import (BIN_DIR, TINY_CONFIG, check_ok, eval_cmd, load_tool,
                              make_voc_dataset, run, snapshot, tool_env, train_cmd)
 

@@ -96,6 +96,7 @@ def init_model(config: Union[str, Path, Config],
             raise ValueError(f'init_model: {name}=True is part of the fast path; it needs '
                              'fast=True')
     target = _check_device(device)
+    import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
     model = mmseg_init_model(config, checkpoint, device='cpu', cfg_options=cfg_options)
     model = revert_sync_batchnorm(model).to(target)
     model.eval()

@@ -91,6 +91,7 @@ class DeepLabV3Inferencer(MMSegInferencer):
         if bf16 and not fast:
             raise ValueError('DeepLabV3Inferencer: bf16=True is part of the fast path; it needs '
                              'fast=True')
+        import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
         super().__init__(model, weights=weights, classes=classes, palette=palette,
                          dataset_name=dataset_name, device=device, scope=scope)
         if fast:

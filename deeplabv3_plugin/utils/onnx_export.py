@@ -111,7 +111,7 @@ def build_export_model(config: Union[str, 'Config'], checkpoint: Optional[str] =
     from mmengine.runner.checkpoint import _load_checkpoint
     from mmseg.registry import MODELS
 
-    import deeplabv3_plugin  # noqa: F401  (registers modules and the safe checkpoint loader)
+    import deeplabv3_plugin.runtime  # noqa: F401  (modules and the safe checkpoint loader)
     from deeplabv3_plugin.engine.config_checks import (check_cfg_options, check_file_exists,
                                                        load_config)
 
