@@ -323,7 +323,8 @@ def test_config_is_its_paper_row(path):
     assert find_row(*key).miou == pytest.approx(miou), 'paper_tables disagrees with the paper'
 
     # --- the plugin is loaded by the config itself
-    assert cfg.custom_imports == dict(imports=['deeplabv3_plugin'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
+                                      allow_failed_imports=False)
     assert cfg.default_scope == 'mmseg'
 
     # --- model structure
@@ -460,7 +461,7 @@ OTHER_CONFIGS = sorted(
 def test_other_configs_load_build_and_forward(path):
     """Every other runnable config in configs/ (e.g. the demo) loads, builds and runs."""
     cfg = load(path)
-    assert cfg.custom_imports['imports'] == ['deeplabv3_plugin']
+    assert cfg.custom_imports['imports'] == ['deeplabv3_plugin', 'deeplabv3_plugin.runtime']
     model_cfg = cfg.model
     if model_cfg.backbone.type == 'MultiGridResNet':
         model = build_model(model_cfg)
@@ -488,7 +489,7 @@ def test_coco_row_takes_every_tensor_of_the_converted_torchvision_model():
 def test_plugin_inside_mmseg_config_builds_and_forwards():
     """mmseg's own DeepLabV3 config, with the plugin's backbone and head swapped in."""
     cfg = load(INTEROP_CONFIG)
-    assert cfg.custom_imports['imports'] == ['deeplabv3_plugin']
+    assert cfg.custom_imports['imports'] == ['deeplabv3_plugin', 'deeplabv3_plugin.runtime']
     assert cfg.model.type == 'EncoderDecoder' and cfg.model.auxiliary_head.type == 'FCNHead'
     model = build_model(cfg.model)
     assert type(model.backbone).__name__ == 'MultiGridResNet'
@@ -503,6 +504,7 @@ def test_plugin_inside_mmseg_config_builds_and_forwards():
 
 def test_runtime_registers_the_plugin_and_the_papers_tta():
     cfg = load(osp.join(REPO, 'configs', '_base_', 'default_runtime.py'))
-    assert cfg.custom_imports == dict(imports=['deeplabv3_plugin'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
+                                      allow_failed_imports=False)
     assert cfg.tta_model['type'] == 'SegTTAModel'
     assert _tta_views(cfg.tta_pipeline) == (VOC_MS, True)
