@@ -39,7 +39,7 @@ SECOND_SET_IMAGES = 80
 def _training_images(cfg: Config, num: int) -> List[str]:
     """The first ``num`` images of the training split (the calibration set)."""
     dataset = cfg.train_dataloader.dataset
-    root, prefix = dataset.data_root, dataset.data_prefix.img_path
+    root, prefix = osp.abspath(dataset.data_root), dataset.data_prefix.img_path
     with open(osp.join(root, dataset.ann_file)) as f:
         names = f.read().split()[:num]
     return [osp.join(root, prefix, name + '.jpg') for name in names]

@@ -16,6 +16,7 @@ Saturation: without VNNI, ONNX Runtime's x86 int8 kernels multiply u8 x s8 pairs
 ``reduce_range`` (7-bit weights), which :func:`quantize_int8` applies by default on such CPUs
 (a model quantized for one CPU kind still runs on the other).
 """
+import contextlib
 import glob
 import os
 import os.path as osp
@@ -43,7 +44,8 @@ def calibration_images(calib_dir: str, num: int) -> List[str]:
                              'JPEGImages).')
     if num < 1:
         raise UserInputError(f'--calib-num must be >= 1, got {num}.')
-    files = sorted(path for path in glob.glob(osp.join(calib_dir, '**', '*'), recursive=True)
+    files = sorted(path for path in glob.glob(osp.join(osp.abspath(calib_dir), '**', '*'),
+                                              recursive=True)
                    if path.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise UserInputError(f'--calib-dir {calib_dir!r} holds no image ({", ".join(IMAGE_SUFFIXES)}'
@@ -89,7 +91,9 @@ def quantize_int8(fp32_file: str, out_file: str, images: List[str],
 
     if reduce_range is None:
         reduce_range = not cpu_features().vnni
-    with tempfile.TemporaryDirectory() as tmp:
+    fp32_file, out_file = osp.abspath(fp32_file), osp.abspath(out_file)
+    # ONNX Runtime's shape inference writes temporary files into the working directory.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         prepared = osp.join(tmp, 'prepared.onnx')
         try:
             quant_pre_process(fp32_file, prepared)
