@@ -270,7 +270,8 @@ def test_amp_on_the_cpu_trains_bf16_and_resumes_across_the_switch(trained, data_
     assert bf16['state_dict'].keys() == fp32['state_dict'].keys()
     assert all(v.dtype == fp32['state_dict'][k].dtype for k, v in bf16['state_dict'].items())
     assert bf16['optimizer'].keys() == fp32['optimizer'].keys()  # no loss scaler
-    assert all(torch.isfinite(v).all() for v in bf16['state_dict'].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in bf16['state_dict'].values()
+               if v.is_floating_point())
     # bf16 iteration 4 -> float32 iterations 5..6
     proc = check_ok(run(train_cmd(str(tmp_path / 'back'), '--resume',
                                   osp.join(bf16_dir, 'iter_4.pth'), '--cfg-options',

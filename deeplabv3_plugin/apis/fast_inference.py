@@ -15,10 +15,11 @@ faster without retraining:
 * **bf16** (autocast, optional). Convolutions run in bfloat16 with fp32 accumulation; only
   CPUs with AVX512-BF16/AMX do that natively (elsewhere oneDNN emulates it, several times slower
   than fp32, which is why the tools and ``init_model`` keep fp32 there). It changes numerics
-  (8-bit mantissa), so it is opt-in and its effect on mIoU is measured in ``benchmarks/``. Only the network (backbone, neck, decode head)
-  runs under autocast, with its convolution weights stored in bf16 once instead of cast on every
-  call (the same rounding autocast applies); the logits leave the head in float32, so upsampling,
-  argmax and test-time augmentation merging run in float32.
+  (8-bit mantissa), so it is opt-in and its effect on mIoU is measured in ``benchmarks/``. Only
+  the network (backbone, neck, decode head) runs under autocast, with its convolution weights
+  stored in bf16 once instead of cast on every call (the same rounding autocast applies); the
+  logits leave the head in float32, so upsampling, argmax and test-time augmentation merging run
+  in float32.
 * **torch.compile** (optional). Inductor with weight freezing fuses the elementwise work into
   the convolutions and prepacks the weights. It pays off over many images of one size: the
   first call compiles (tens of seconds on two cores), and each new input size or output stride

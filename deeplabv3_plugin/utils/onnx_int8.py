@@ -48,8 +48,8 @@ def calibration_images(calib_dir: str, num: int) -> List[str]:
                                               recursive=True)
                    if path.lower().endswith(IMAGE_SUFFIXES))
     if not files:
-        raise UserInputError(f'--calib-dir {calib_dir!r} holds no image ({", ".join(IMAGE_SUFFIXES)}'
-                             ' files).')
+        raise UserInputError(f'--calib-dir {calib_dir!r} holds no image '
+                             f'({", ".join(IMAGE_SUFFIXES)} files).')
     return files[:num]
 
 
