@@ -278,9 +278,8 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
 def use_onnx_model(cfg: Config, onnx_file: str, conflicts: Sequence[str] = ()) -> None:
     """``tools/test.py CONFIG model.onnx``: test an exported model (fp32 or int8) instead.
 
-    The config's model becomes an ``ONNXRuntimeSegmentor`` on ``onnx_file`` with the config's
-    data preprocessor, so the same dataset, pipeline, canvas and metric as for the checkpoint
-    apply. ``conflicts`` names the given options that only make sense for a PyTorch model.
+    The model becomes an ``ONNXRuntimeSegmentor`` with the config's data preprocessor: the same
+    dataset, pipeline, canvas and metric apply. ``conflicts``: given PyTorch-only options.
     """
     from ..apis import onnx_model  # noqa: F401  (registers ONNXRuntimeSegmentor)
     check_file_exists(onnx_file, 'ONNX model', 'Expected an .onnx file written by '
