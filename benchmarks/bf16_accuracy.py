@@ -90,8 +90,8 @@ def measure_accuracy(config: str, checkpoint: str, data_root: Optional[str] = No
 
 def format_accuracy(results: Dict[str, dict]) -> str:
     base = results['fast fp32']['mIoU']
-    lines = ['path       | mIoU  | aAcc  | mIoU - fast fp32 | pixels equal to plain fp32',
-             '-----------|-------|-------|------------------|---------------------------']
+    lines = ['path       | mIoU  | aAcc  | mIoU - fast fp32 | pixels equal to the first row',
+             '-----------|-------|-------|------------------|------------------------------']
     for name, r in results.items():
         lines.append(f"{name:<10} | {r['mIoU']:5.2f} | {r['aAcc']:5.2f} | "
                      f"{r['mIoU'] - base:+16.2f} | {100 * r['agreement']:.3f} %")

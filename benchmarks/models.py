@@ -17,15 +17,13 @@ from typing import List, Tuple
 
 import torch
 from mmengine import Config
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmengine.utils import get_installed_path
-from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import nn
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the plugin's models, safe checkpoint loading)
+from deeplabv3_plugin.apis.inference import build_segmentor
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMPLEMENTATIONS = ('plugin', 'mmseg')
@@ -88,11 +86,12 @@ def model_config(impl: str, depth: int, output_stride: int, with_cp: bool = Fals
 
 def build_model(impl: str, depth: int, output_stride: int, device: torch.device,
                 with_cp: bool = False, crop: int = 513, test_size: int = 513) -> nn.Module:
-    """Build one benchmark model (arguments as :func:`model_config`) on ``device``, eval mode."""
-    init_default_scope('mmseg')
-    model = MODELS.build(model_config(impl, depth, output_stride, with_cp, crop, test_size))
-    model = revert_sync_batchnorm(model).to(device)
-    return model.eval()
+    """Build one benchmark model (arguments as :func:`model_config`) on ``device``, eval mode.
+
+    Through the package's one builder, :func:`deeplabv3_plugin.apis.inference.build_segmentor`.
+    """
+    model = model_config(impl, depth, output_stride, with_cp, crop, test_size)
+    return build_segmentor(Config(dict(model=model, default_scope='mmseg')), device=str(device))
 
 
 def inference_batch(size: int, device: torch.device, seed: int = 0) -> dict:

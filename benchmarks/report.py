@@ -1,11 +1,53 @@
-"""Tables of ratios and the issue's targets, from the results ``run.py`` collects."""
+"""The machine's description, tables of ratios and the targets, from what ``run.py`` collects."""
+import argparse
+import os
+import platform
 from typing import Dict, List, Optional
 
+import torch
+
 from benchmarks.bf16_accuracy import format_accuracy
+from deeplabv3_plugin.utils.cpu_features import cpu_features
 
 INFERENCE_ORDER = ('mmseg', 'mmseg-fast', 'plugin-plain', 'plugin', 'plugin-bf16',
-                   'plugin-compile', 'plugin-bf16-compile', 'matmul-fp32', 'matmul-bf16')
+                   'plugin-compile', 'plugin-bf16-compile', 'onnx-fp32', 'onnx-int8',
+                   'matmul-fp32', 'matmul-bf16')
 TRAINING_ORDER = ('mmseg', 'plugin', 'plugin-cl', 'plugin-cp')
+
+VARIANT_HELP = {
+    'mmseg': "mmseg's DeepLabV3, fp32 contiguous NCHW (as mmseg's tools run it)",
+    'mmseg-fast': "mmseg's DeepLabV3 through this plugin's fast path (channels_last + BN folded)",
+    'plugin-plain': 'plugin DeepLabV3, fp32 contiguous NCHW, BN not folded',
+    'plugin': 'plugin DeepLabV3, default fast path: fp32 channels_last + BN folded',
+    'plugin-bf16': 'plugin DeepLabV3, fast path + bf16 autocast (emulated where the CPU has no '
+    'native bf16)',
+    'onnx-fp32': 'plugin DeepLabV3 exported to ONNX (BN folded), float32, ONNX Runtime',
+    'onnx-int8': 'the same graph statically quantized (tools/export_onnx.py --int8: QDQ, '
+    'per-channel, 4 calibration images), ONNX Runtime',
+    'plugin-compile': 'plugin DeepLabV3, fast path + torch.compile (inductor, frozen weights)',
+    'plugin-bf16-compile': 'plugin DeepLabV3, fast path + bf16 autocast + torch.compile',
+    'plugin-cp': 'plugin DeepLabV3 training with gradient checkpointing (backbone with_cp=True)',
+    'plugin-cl': 'plugin DeepLabV3 training in channels_last',
+}
+
+
+def machine_info(args: argparse.Namespace, device: torch.device) -> dict:
+    """What the numbers were measured on: the CPU, its bf16/int8 features, the software."""
+    import mmcv
+    import mmengine
+    import mmseg
+    import onnxruntime
+    features = cpu_features()
+    info = dict(
+        cpu=features.name, cpu_flags=sorted(features.flags), cpu_count=os.cpu_count(),
+        cpu_summary=features.describe(), threads=args.threads,
+        torch_cpu_capability=features.torch_capability, bf16_native=features.native_bf16,
+        vnni=features.vnni, python=platform.python_version(), torch=torch.__version__,
+        onnxruntime=onnxruntime.__version__, mmcv=mmcv.__version__,
+        mmengine=mmengine.__version__, mmseg=mmseg.__version__, device=str(device))
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    return info
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -106,8 +148,13 @@ def targets(results: dict) -> List[dict]:
                 add(f'{fp32} fp32 images/s / mmseg (as its tools run it)', where,
                     v['mmseg']['median_s'] / v[fp32]['median_s'], '>=', 1.8)
             if bf16 in v:
-                add(f'{bf16} images/s / {fp32} fp32 images/s', where,
-                    v[fp32]['median_s'] / v[bf16]['median_s'], '>=', 1.8)
+                add(f'{bf16} images/s / {fp32} fp32 images/s'
+                    + ('' if results['machine']['bf16_native'] else ' (bf16 emulated here)'),
+                    where, v[fp32]['median_s'] / v[bf16]['median_s'], '>=', 1.8)
+        if 'onnx-int8' in v and 'plugin' in v:
+            add('onnx-int8 images/s / plugin fp32 images/s'
+                + ('' if results['machine']['vnni'] else ' (no VNNI here)'), where,
+                v['plugin']['median_s'] / v['onnx-int8']['median_s'], '>=', 2.0)
     for group in results['training']:
         v = group['variants']
         where = (f"R-{group['depth']} OS {group['output_stride']} "
@@ -130,6 +177,9 @@ def targets(results: dict) -> List[dict]:
     if accuracy:
         add('|bf16 mIoU - fp32 mIoU|', '--accuracy model',
             abs(accuracy['fast bf16']['mIoU'] - accuracy['fast fp32']['mIoU']), '<=', 0.3)
+    for where, scores in results.get('int8_accuracy', {}).items():
+        add('|int8 mIoU - fp32 mIoU|', where,
+            abs(scores['onnx int8']['mIoU'] - scores['fast fp32']['mIoU']), '<=', 1.0)
     return checks
 
 
@@ -141,17 +191,31 @@ def targets_table(checks: List[dict]) -> str:
     return _table(['target', 'where', 'value', 'goal', 'met'], rows)
 
 
+def int8_lines(groups: List[dict]) -> List[str]:
+    """What stays float in each int8 graph, and where its time goes (ONNX Runtime's profile)."""
+    lines = []
+    for group in groups:
+        if 'int8_profile' not in group:
+            continue
+        left = ', '.join(f'{op} x{n}' for op, n in sorted(group['int8_ops']['float'].items()))
+        quantized = ', '.join(f'{op} x{n}' for op, n in sorted(group['int8_ops']['int8'].items()))
+        profile = ', '.join(f"{row['op']} {row['ms']:.0f} ms ({100 * row['share']:.0f}%)"
+                            for row in group['int8_profile'])
+        lines += [f"R-{group['depth']} OS {group['output_stride']}: int8 {quantized}; left in "
+                  f'float: {left}', f'    time by operator (one run): {profile}']
+    return lines
+
+
 def format_report(results: dict) -> str:
     """The whole printed report: machine, tables, targets."""
     m = results['machine']
     s = results['settings']
     load = results['load_average_before']
     lines = [
-        f"machine: {m['cpu']} ({', '.join(m['cpu_flags'])}; native bf16: {m['bf16_native']}), "
-        f"{m['threads']} threads of {m['cpu_count']} CPUs, device {m['device']}"
-        + (f" ({m['gpu']})" if 'gpu' in m else ''),
-        f"software: python {m['python']}, torch {m['torch']}, mmcv {m['mmcv']}, mmengine "
-        f"{m['mmengine']}, mmseg {m['mmseg']}",
+        f"CPU: {m['cpu_summary']}; {m['threads']} threads of {m['cpu_count']} CPUs, device "
+        f"{m['device']}" + (f" ({m['gpu']})" if 'gpu' in m else ''),
+        f"software: python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
+        f"mmcv {m['mmcv']}, mmengine {m['mmengine']}, mmseg {m['mmseg']}",
         f"timing: median of {s['repeats']} (inference) / {s['train_repeats']} (training) "
         f"alternated rounds after {s['warmup']} warm-up round(s); total {results['seconds']:.0f} s",
         f'1-minute load average before the run: {load:.2f}'
@@ -161,13 +225,19 @@ def format_report(results: dict) -> str:
     ]
     if results['inference']:
         lines += [f"Inference, batch 1, {s['size']}x{s['size']} (test_step: preprocessing, "
-                  'network, upsampling, argmax):', inference_table(results['inference']), '']
+                  'network, upsampling, argmax; onnx rows: the graph + argmax):',
+                  inference_table(results['inference']), '']
+        int8 = int8_lines(results['inference'])
+        if int8:
+            lines += ['int8 graphs (ONNX Runtime):'] + int8 + ['']
     if results['training']:
         lines += ['Training step (train_step: forward, backward, SGD); memory of each row '
                   'measured in its own process:', training_table(results['training']), '']
     if results.get('accuracy'):
         lines += ['Accuracy of the inference paths (--accuracy):',
                   format_accuracy(results['accuracy']), '']
+    for where, scores in results.get('int8_accuracy', {}).items():
+        lines += [f'int8 accuracy, {where}:', format_accuracy(scores), '']
     checks = targets(results)
     results['targets'] = checks
     if checks:

@@ -4,13 +4,14 @@ One process, one run: every number that is compared is measured in the same run,
 candidates alternated round by round (so load from other processes hits them alike), after a
 warm-up, as the median of several repeats. Printed as tables of ratios and written as JSON.
 
-* Inference (batch 1, 513 x 513 by default): mmseg's DeepLabV3 run the way mmseg's tools run
-  it (contiguous NCHW, fp32) against the plugin's DeepLabV3 through its default fast path
-  (channels_last + BN folded, fp32) and with bf16 autocast, at each depth and output stride;
-  their FLOPs, achieved GFLOP/s, and the GFLOP/s of a same-run 2048^2 matmul (the machine's
-  reference); peak memory of one forward.
-* Accuracy (``--accuracy``): mIoU of a trained model through the plain, fast fp32 and fast
-  bf16 paths (``benchmarks/bf16_accuracy.py``), since bf16 changes numerics.
+The output starts with the CPU, its bf16/VNNI flags and the load average.
+
+* Inference (batch 1, 513 x 513 by default): mmseg's DeepLabV3 as mmseg's tools run it against
+  the plugin's fast path in fp32 and bf16 (emulated on CPUs without native bf16) and its ONNX
+  export in fp32 and int8 (``benchmarks/int8.py``, with a per-operator profile), at each depth
+  and output stride; FLOPs, GFLOP/s, a same-run 2048^2 matmul's GFLOP/s, peak memory.
+* Accuracy (``--accuracy``): mIoU of a trained model through the plain, fast fp32 and bf16
+  paths and in int8 (``bf16_accuracy.py``, ``int8_accuracy.py``).
 * Training (forward, backward, SGD step through mmengine's ``train_step``): the same two models
   at a stated crop and batch, the plugin also with gradient checkpointing at OS 8; GFLOP/s and
   peak memory, each configuration's memory measured in a fresh process
@@ -21,15 +22,15 @@ Usage::
     python benchmarks/run.py --quick        # R-50 only, small training crop: a few minutes
     python benchmarks/run.py                # R-50 and R-101, OS 16 and 8, training at 321
     python benchmarks/run.py --full         # + the paper's 513 training crop, R-101 training
-    python benchmarks/run.py --accuracy CONFIG CHECKPOINT   # + mIoU of fp32 vs bf16 inference
+    python benchmarks/run.py --accuracy CONFIG CHECKPOINT   # + mIoU of fp32, bf16, int8
 """
 import argparse
 import json
 import os
 import os.path as osp
-import platform
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -39,11 +40,13 @@ from mmseg.structures import SegDataSample
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from benchmarks.bf16_accuracy import measure_accuracy  # noqa: E402
+from benchmarks.int8 import onnx_variants, profile_by_op  # noqa: E402
+from benchmarks.int8_accuracy import measure_int8_accuracy  # noqa: E402
 from benchmarks.measure import (PeakMemory, count_flops, matmul_reference,  # noqa: E402
                                 median, time_alternating)
 from benchmarks.models import build_model, inference_batch, training_batch  # noqa: E402
-from benchmarks.report import format_report  # noqa: E402
-from deeplabv3_plugin.apis import FastInferenceModel, cpu_supports_bf16  # noqa: E402
+from benchmarks.report import VARIANT_HELP, format_report, machine_info  # noqa: E402
+from deeplabv3_plugin.apis import FastInferenceModel  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -57,17 +60,6 @@ PRESETS = {
                  train_output_strides=[16, 8], train_crop=513, repeats=5, train_repeats=3),
 }
 
-VARIANT_HELP = {
-    'mmseg': "mmseg's DeepLabV3, fp32 contiguous NCHW (as mmseg's tools run it)",
-    'mmseg-fast': "mmseg's DeepLabV3 through this plugin's fast path (channels_last + BN folded)",
-    'plugin-plain': 'plugin DeepLabV3, fp32 contiguous NCHW, BN not folded',
-    'plugin': 'plugin DeepLabV3, default fast path: fp32 channels_last + BN folded',
-    'plugin-bf16': 'plugin DeepLabV3, fast path + bf16 autocast',
-    'plugin-compile': 'plugin DeepLabV3, fast path + torch.compile (inductor, frozen weights)',
-    'plugin-bf16-compile': 'plugin DeepLabV3, fast path + bf16 autocast + torch.compile',
-    'plugin-cp': 'plugin DeepLabV3 training with gradient checkpointing (backbone with_cp=True)',
-    'plugin-cl': 'plugin DeepLabV3 training in channels_last',
-}
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -92,8 +84,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='torch threads (default: %(default)s, torch\'s own choice)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--skip', nargs='+', default=[],
-                        choices=('inference', 'training', 'memory', 'bf16'),
-                        help='parts to leave out (memory: the training-memory subprocesses)')
+                        choices=('inference', 'training', 'memory', 'bf16', 'int8'),
+                        help='parts to leave out (memory: the training-memory subprocesses; '
+                        'int8: the ONNX Runtime rows, whose export takes a minute per model)')
     parser.add_argument('--compile', action='store_true',
                         help='also time the plugin fast path with torch.compile (fp32, and bf16 '
                         'unless skipped); the first call, which compiles, is reported apart')
@@ -118,33 +111,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.warmup < 1 or args.repeats < 1 or args.train_repeats < 1:
         parser.error('--warmup, --repeats and --train-repeats must be >= 1')
     return args
-
-
-def machine_info(args: argparse.Namespace, device: torch.device) -> dict:
-    """What the numbers were measured on."""
-    import mmcv
-    import mmengine
-    import mmseg
-    cpu, flags = platform.processor(), set()
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                elif line.startswith('flags'):
-                    flags = set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in flags]
-    info = dict(
-        cpu=cpu, cpu_flags=isa, cpu_count=os.cpu_count(), threads=args.threads,
-        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
-        bf16_native=cpu_supports_bf16(), python=platform.python_version(),
-        torch=torch.__version__, mmcv=mmcv.__version__, mmengine=mmengine.__version__,
-        mmseg=mmseg.__version__, device=str(device))
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    return info
 
 
 def _fresh_batch(image: List[torch.Tensor], size: int) -> dict:
@@ -186,6 +152,11 @@ def bench_inference(depth: int, output_stride: int, args: argparse.Namespace,
                 calls[name]()
                 compile_s[name] = time.perf_counter() - started
                 models[name] = model
+    int8 = None
+    if 'int8' not in args.skip and device.type == 'cpu':
+        onnx_calls, int8 = onnx_variants(plugin_model, image[0], args.threads, args.work_dir)
+        calls.update(onnx_calls)
+        models.update({name: None for name in onnx_calls})
     calls['matmul-fp32'] = matmul_reference(device, torch.float32)
     if use_bf16:
         calls['matmul-bf16'] = matmul_reference(device, torch.bfloat16)
@@ -207,7 +178,12 @@ def bench_inference(depth: int, output_stride: int, args: argparse.Namespace,
             gflops=flops[name] / 1e9 / med, peak_delta_mb=memory.get(name))
         if name in compile_s:
             results[name]['first_call_s'] = compile_s[name]
-    return dict(depth=depth, output_stride=output_stride, size=args.size, variants=results)
+    group = dict(depth=depth, output_stride=output_stride, size=args.size, variants=results)
+    if int8 is not None:
+        group['int8_ops'] = int8['int8_ops']
+        group['int8_profile'] = profile_by_op(int8['files']['onnx-int8'], int8['raw'],
+                                              args.threads)
+    return group
 
 
 def bench_training_memory(name: str, depth: int, output_stride: int,
@@ -269,15 +245,22 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    use_bf16 = 'bf16' not in args.skip and (device.type == 'cuda' or cpu_supports_bf16())
+    # bf16 is measured on every CPU: where it is emulated, its row shows what --bf16 would cost.
+    use_bf16 = 'bf16' not in args.skip
     started = time.time()
+    args.work_dir = tempfile.mkdtemp(prefix='deeplabv3_benchmark_')
     results = dict(machine=machine_info(args, device), settings=vars(args),
                    variants=VARIANT_HELP, inference=[], training=[],
                    load_average_before=os.getloadavg()[0])
+    print(f"CPU: {results['machine']['cpu_summary']}; {args.threads} threads; 1-minute load "
+          f"average {results['load_average_before']:.2f}", flush=True)
     if args.accuracy:
         # First: a missing dataset or checkpoint should stop the run before the long timings.
         print('accuracy of the inference paths ...', flush=True)
         results['accuracy'] = measure_accuracy(*args.accuracy, args.accuracy_data_root)
+        if 'int8' not in args.skip:
+            results['int8_accuracy'] = measure_int8_accuracy(*args.accuracy,
+                                                             args.accuracy_data_root)
     if 'inference' not in args.skip:
         for depth in args.depths:
             for output_stride in args.output_strides:

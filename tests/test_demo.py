@@ -40,6 +40,8 @@ def test_demo_tiny_end_to_end(tmp_path):
     results = summary['results']
     assert float(match.group(1)) == round(results['single_scale']['mIoU'], 2)
     assert float(match.group(2)) == round(results['ms_flip']['mIoU'], 2)
+    # ... and which inference path this CPU got (bf16 only where it is native)
+    assert re.search(r'inference\s+fast path', out) and summary['inference'] in out
     for name in ('single_scale', 'ms_flip'):
         overlays = results[name]['overlays']
         assert overlays.startswith(str(work_dir)) and osp.relpath(overlays, REPO) in out

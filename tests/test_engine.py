@@ -241,12 +241,18 @@ def test_set_work_dir_priority(cfg):
 
 
 def test_enable_amp(cfg):
-    if get_device() == 'cpu':
-        with pytest.raises(UserInputError, match='--amp: .* needs a CUDA'):
-            enable_amp(cfg)
+    """float16 AmpOptimWrapper on a GPU; bf16 autocast on a CPU, refused where it is emulated
+    unless forced (tools/train.py --amp [--force-bf16])."""
+    if get_device() != 'cpu':
+        enable_amp(cfg)
+        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
         return
-    enable_amp(cfg)
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    from deeplabv3_plugin.utils.cpu_features import cpu_features
+    if not cpu_features().native_bf16:
+        with pytest.raises(UserInputError, match='--amp: on a CPU mixed precision means bf16'):
+            enable_amp(cfg)
+    enable_amp(cfg, force_bf16=True)
+    assert cfg.optim_wrapper.type == 'BF16AutocastOptimWrapper'
 
 
 def test_set_resume(cfg, tmp_path):

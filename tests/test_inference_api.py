@@ -16,6 +16,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import deeplabv3_plugin  # noqa: F401
 from deeplabv3_plugin.apis import FastInferenceModel, inference_model, init_model
 from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES
+from deeplabv3_plugin.engine import UserInputError
+from deeplabv3_plugin.utils.cpu_features import cpu_features
 
 from _demo_fixture import randomize_bn, tiny_demo_config
 
@@ -87,9 +89,17 @@ def test_inference_model_mixes_files_and_arrays(demo):
     np.testing.assert_array_equal(labels[1], inference_model(model, demo['small']))
 
 
+def test_bf16_only_where_native_unless_forced(demo):
+    """bf16=True is bf16 on a CPU with AVX512-BF16/AMX and float32 elsewhere (emulated bf16 is
+    slower); force_bf16=True is bf16 everywhere."""
+    asked = init_model(demo['config'], demo['checkpoint'], bf16=True)
+    assert asked.bf16 == cpu_features().native_bf16
+    assert init_model(demo['config'], demo['checkpoint'], force_bf16=True).bf16
+
+
 def test_bf16_agrees_with_fp32(demo):
     fp32 = init_model(demo['config'], demo['checkpoint'])
-    bf16 = init_model(demo['config'], demo['checkpoint'], bf16=True)
+    bf16 = init_model(demo['config'], demo['checkpoint'], force_bf16=True)
     assert bf16.bf16
     agreement = (inference_model(bf16, demo['image']) == inference_model(fp32, demo['image']))
     assert agreement.mean() >= 0.99
@@ -120,6 +130,9 @@ def test_init_model_bad_arguments(demo, tmp_path):
         init_model(demo['config'], device='gpu0')
     with pytest.raises(ValueError, match='bf16=True .* needs fast=True'):
         init_model(demo['config'], fast=False, bf16=True)
+    with pytest.raises(UserInputError, match='does not fit .*decode_head'):
+        init_model(demo['config'], demo['checkpoint'],
+                   cfg_options={'model.decode_head.channels': 24})
 
 
 def test_inference_model_bad_images(demo, tmp_path):

@@ -21,9 +21,9 @@ from mmengine.config import Config
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
+from deeplabv3_plugin.apis.inference import build_segmentor
 from deeplabv3_plugin.engine.errors import UserInputError
-from deeplabv3_plugin.utils.onnx_export import (build_export_model, export_onnx, parse_shape,
-                                                run_onnxruntime)
+from deeplabv3_plugin.utils.onnx_export import export_onnx, parse_shape, run_onnxruntime
 from deeplabv3_plugin.utils.torchvision_convert import convert_torchvision_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -73,7 +73,7 @@ def _option_args(options):
 
 def test_tool_exports_aspp_model_at_output_stride_8(tmp_path):
     """Train-at-16 model exported at OS 8 (--output-stride), checked by the tool and here."""
-    model = build_export_model(ASPP_CONFIG, cfg_options=SMALL_ASPP)
+    model = build_segmentor(ASPP_CONFIG, cfg_options=SMALL_ASPP)
     randomize_(model, seed=1)  # random BN statistics too: a dropped BN would show
     checkpoint = str(tmp_path / 'model.pth')
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), checkpoint)
@@ -93,7 +93,7 @@ def test_tool_exports_aspp_model_at_output_stride_8(tmp_path):
     assert 'ReduceMean' in ops  # image pooling, exported as a mean over H, W
 
     # Independently of the tool: ONNX Runtime vs mmseg's test_step at OS 8, at a third size.
-    reference = build_export_model(ASPP_CONFIG, checkpoint, SMALL_ASPP, output_stride=8)
+    reference = build_segmentor(ASPP_CONFIG, checkpoint, SMALL_ASPP, output_stride=8)
     assert reference.backbone.output_stride == 8
     assert reference.decode_head.effective_rates == (12, 24, 36)
     image = _image((1, 3, 40, 56), seed=2)
@@ -113,7 +113,7 @@ def test_converted_torchvision_model_exports_to_torchvisions_logits(tmp_path):
         'model.auxiliary_head.in_channels': 128, 'model.auxiliary_head.channels': 32}
     cfg = Config.fromfile(TV_CONFIG)
     convert_torchvision_checkpoint(src, converted, copy.deepcopy(cfg), options)
-    model = build_export_model(TV_CONFIG, converted, options)
+    model = build_segmentor(TV_CONFIG, converted, options)
     out = str(tmp_path / 'tv.onnx')
     export_onnx(model, out, (1, 3, 65, 65))
 
@@ -128,26 +128,26 @@ def test_converted_torchvision_model_exports_to_torchvisions_logits(tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
-    model = build_export_model(ASPP_CONFIG, cfg_options=SMALL_ASPP)
+    model = build_segmentor(ASPP_CONFIG, cfg_options=SMALL_ASPP)
     state = model.state_dict()
     state['decode_head.conv_seg.weight'] = torch.zeros(5, 16, 1, 1)
     del state['decode_head.aspp.project.bn.running_var']
     checkpoint = str(tmp_path / 'other.pth')
     torch.save(dict(state_dict=state), checkpoint)
-    with pytest.raises(UserInputError, match=r'does not fit the model.*1 key\(s\) missing: '
-                       r'decode_head\.aspp\.project\.bn\.running_var.*1 key\(s\) with another '
-                       r'shape: decode_head\.conv_seg\.weight'):
-        build_export_model(ASPP_CONFIG, checkpoint, SMALL_ASPP)
+    with pytest.raises(UserInputError, match=r'does not fit the DeepLabV3 model.*1 tensor\(s\) '
+                       r'have another shape \(decode_head\.conv_seg\.weight.*1 model key\(s\) '
+                       r'are missing .*decode_head\.aspp\.project\.bn\.running_var'):
+        build_segmentor(ASPP_CONFIG, checkpoint, SMALL_ASPP)
     with pytest.raises(UserInputError, match='nowhere.pth'):
-        build_export_model(ASPP_CONFIG, str(tmp_path / 'nowhere.pth'), SMALL_ASPP)
+        build_segmentor(ASPP_CONFIG, str(tmp_path / 'nowhere.pth'), SMALL_ASPP)
 
 
 def test_output_stride_needs_the_plugin_segmentor():
     cfg = Config.fromfile(ASPP_CONFIG)
     cfg.model.type = 'EncoderDecoder'
     del cfg.model['output_stride'], cfg.model['test_output_stride']
-    with pytest.raises(UserInputError, match=r'--output-stride 8: .* EncoderDecoder'):
-        build_export_model(cfg, cfg_options=SMALL_ASPP, output_stride=8)
+    with pytest.raises(UserInputError, match=r'output stride 8: .* EncoderDecoder'):
+        build_segmentor(cfg, cfg_options=SMALL_ASPP, output_stride=8)
 
 
 @pytest.mark.parametrize('text, shape', [('65x97', (1, 3, 65, 97)), ('2,3,40,48', (2, 3, 40, 48))])

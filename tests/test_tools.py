@@ -14,10 +14,15 @@ import pytest
 import torch
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
-from tools_testutils import (BIN_DIR, TINY_CONFIG, check_ok, eval_cmd, load_tool,
-                             make_voc_dataset, run, snapshot, tool_env, train_cmd)
+from tools_testutils import (BIN_DIR, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd,
+                             load_tool, make_voc_dataset, run, snapshot, tool_env, train_cmd)
 
 from deeplabv3_plugin.engine import UserInputError
+from deeplabv3_plugin.utils.cpu_features import cpu_features
+
+#: |int8 - fp32| mIoU allowed for the 4-iteration tiny model, whose near-tied logits int8
+#: rounding can flip (the real models' figures are in the README and benchmarks/).
+INT8_TINY_TOLERANCE = 5.0
 
 
 @pytest.fixture(scope='module')
@@ -216,3 +221,108 @@ def test_mim_train_and_test_with_the_plugin_config(data_env, tmp_path):
                          '--work-dir', str(tmp_path / 'mim_test')], data_env))
     assert 'Testing finished successfully' in proc.stdout + proc.stderr
     assert 'mIoU' in _metrics_json(str(tmp_path / 'mim_test'))
+
+
+# ------------------------------------------- precision by CPU: --bf16, --amp on the CPU, int8
+
+
+def _dumped_config(run_dir_parent: str) -> str:
+    return open(glob.glob(osp.join(run_dir_parent, '*', 'tools_tiny.py'))[0]).read()
+
+
+def test_bf16_flag_runs_bf16_only_where_native(trained, data_env, tmp_path):
+    """--bf16 keeps float32 (with the measured cost) on a CPU that emulates bf16;
+    --force-bf16 runs it anyway. On a CPU with AVX512-BF16/AMX both run bf16."""
+    _, checkpoint = trained
+    native = cpu_features().native_bf16
+    for flag in ('--bf16', '--force-bf16'):
+        work = str(tmp_path / flag)
+        proc = check_ok(run(eval_cmd(checkpoint, work, flag), data_env))
+        output = proc.stdout + proc.stderr
+        forced = flag == '--force-bf16'
+        assert f'bf16={native or forced}' in _dumped_config(work)
+        if not native:
+            assert re.search(r'no native bf16 .*took \d+\.\d+x its float32 time' if not forced
+                             else r'forced on .*no native bf16.*\d+\.\d+x the float32 time',
+                             output.replace('\n', ' ')), output[-3000:]
+        assert re.search(r'mIoU: \d', output)
+
+
+def test_amp_on_the_cpu_trains_bf16_and_resumes_across_the_switch(trained, data_env, tmp_path):
+    """--amp on a CPU is bf16 autocast (refused where bf16 is emulated, unless forced); its
+    checkpoints are float32 with the keys of a float32 run's, so a run resumes either way."""
+    work_dir, fp32_checkpoint = trained
+    if not cpu_features().native_bf16:
+        error = _error_of(run(train_cmd(str(tmp_path / 'refused'), '--amp'), data_env))
+        assert 'on a CPU mixed precision means bf16 autocast' in error
+        assert re.search(r'took \d+\.\d+x its float32 time', error)
+        assert '--force-bf16' in error
+    amp = ['--amp', '--force-bf16']
+    # float32 iteration 2 -> bf16 iterations 3..4
+    bf16_dir = str(tmp_path / 'bf16')
+    proc = check_ok(run(train_cmd(bf16_dir, *amp, '--resume', osp.join(work_dir, 'iter_2.pth')),
+                        data_env))
+    assert 'Iter(train) [4/4]' in proc.stdout + proc.stderr
+    assert "type='BF16AutocastOptimWrapper'" in open(osp.join(bf16_dir, 'tools_tiny.py')).read()
+    from mmengine.runner.checkpoint import _load_checkpoint
+    fp32 = _load_checkpoint(fp32_checkpoint, map_location='cpu')
+    bf16 = _load_checkpoint(osp.join(bf16_dir, 'iter_4.pth'), map_location='cpu')
+    assert bf16['state_dict'].keys() == fp32['state_dict'].keys()
+    assert all(v.dtype == fp32['state_dict'][k].dtype for k, v in bf16['state_dict'].items())
+    assert bf16['optimizer'].keys() == fp32['optimizer'].keys()  # no loss scaler
+    assert all(torch.isfinite(v).all() for v in bf16['state_dict'].values()
+               if v.is_floating_point())
+    # bf16 iteration 4 -> float32 iterations 5..6
+    proc = check_ok(run(train_cmd(str(tmp_path / 'back'), '--resume',
+                                  osp.join(bf16_dir, 'iter_4.pth'), '--cfg-options',
+                                  'train_cfg.max_iters=6'), data_env))
+    assert 'Iter(train) [6/6]' in proc.stdout + proc.stderr
+
+
+def test_bf16_optim_wrapper_autocasts_and_keeps_float32_weights():
+    from deeplabv3_plugin.engine.bf16_optim_wrapper import BF16AutocastOptimWrapper
+    conv = torch.nn.Conv2d(3, 4, 3)
+    wrapper = BF16AutocastOptimWrapper(torch.optim.SGD(conv.parameters(), lr=0.1))
+    with wrapper.optim_context(conv):
+        out = conv(torch.randn(1, 3, 8, 8))
+    assert out.dtype == torch.bfloat16
+    wrapper.update_params(out.float().square().mean())
+    assert conv.weight.dtype == torch.float32 and conv.weight.grad is None  # zeroed after step
+    state = wrapper.state_dict()
+    wrapper.load_state_dict(dict(state, loss_scaler={'scale': 1.0}))  # a GPU AMP checkpoint
+
+
+def test_int8_export_and_its_miou_through_test_py(trained, data_env, tmp_path):
+    """--int8 writes a QDQ model with dynamic sizes and image pooling; tools/test.py scores an
+    .onnx model through the config's dataset and metric, the float32 one as the checkpoint."""
+    _, checkpoint = trained
+    export = osp.join(REPO_ROOT, 'tools', 'export_onnx.py')
+    files = {name: str(tmp_path / f'{name}.onnx') for name in ('fp32', 'int8')}
+    images = osp.join(data_env['DEEPLABV3_TOOLS_DATA'], 'JPEGImages')
+    common = ['--shape', '1,3,40,40', '--check-shapes', '40x40', '2,3,48,64']
+    check_ok(run([PYTHON, export, TINY_CONFIG, checkpoint, files['fp32'], *common], data_env))
+    proc = check_ok(run([PYTHON, export, TINY_CONFIG, checkpoint, files['int8'], *common,
+                         '--int8', '--calib-dir', images, '--calib-num', '4'], data_env))
+    assert re.search(r'calibrated on 4 image\(s\).*int8: .*Conv x\d+', proc.stdout)
+    assert 'ReduceMean x1' in proc.stdout  # image pooling is in the graph
+    assert len(re.findall(r'int8 argmax equals pytorch on \d', proc.stdout)) == 2
+    import onnx
+    graph = onnx.load(files['int8']).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, False, True, True]
+    assert any(node.op_type == 'QuantizeLinear' for node in graph.node)
+    miou = {}
+    for name, model in (('pytorch', checkpoint), *files.items()):
+        work = str(tmp_path / f'test_{name}')
+        check_ok(run(eval_cmd(model, work), data_env))
+        miou[name] = _metrics_json(work)['mIoU']
+    assert miou['fp32'] == pytest.approx(miou['pytorch'], abs=0.01), miou
+    assert miou['int8'] == pytest.approx(miou['fp32'], abs=INT8_TINY_TOLERANCE), miou
+
+
+def test_onnx_model_refuses_pytorch_only_options(in_process, tmp_path):
+    _, test_tool = in_process
+    model = tmp_path / 'model.onnx'
+    model.write_bytes(b'')
+    with pytest.raises(UserInputError, match='--output-stride, --bf16: not for an ONNX model'):
+        test_tool.main([TINY_CONFIG, str(model), '--output-stride', '8', '--bf16'])

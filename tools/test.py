@@ -3,10 +3,11 @@
 The flags are those of mmseg's ``tools/test.py`` plus ``--output-stride N`` (the paper's "train at
 OS 16, evaluate at OS 8", Tables 4 and 6). The model runs the fast way by default
 (:class:`deeplabv3_plugin.apis.FastInferenceHook`: channels_last, BN folded into the convolutions,
-same predictions); ``--no-fast`` runs it as trained, ``--bf16`` adds bf16 autocast. Unlike mmseg's script it refuses a checkpoint that
-does not fit the config's model (mmengine would only warn and test random weights), and it never
-overwrites files of the training run in the work dir: its config dump and log go to a new
-``<work_dir>/<timestamp>/`` directory. Errors in the user's input print one paragraph and exit
+same predictions); ``--no-fast`` runs it as trained, ``--bf16`` adds bf16 autocast where the CPU
+computes bf16 natively. Unlike mmseg's script it refuses a checkpoint that does not fit the
+config's model (mmengine would only warn and test random weights), and it never overwrites files
+of the training run in the work dir: its config dump and log go to a new ``<work_dir>/<timestamp>/``
+directory. Errors in the user's input print one paragraph and exit
 with status 2.
 """
 import argparse
@@ -28,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Test (and evaluate) a segmentor (DeepLabV3 plugin for mmseg).')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an .onnx model of '
+                        'tools/export_onnx.py (fp32 or --int8), run with ONNX Runtime')
     parser.add_argument('--work-dir', help='directory for the metrics json and the log (default: '
                         "the config's work_dir, else ./work_dirs/<config name>); existing files "
                         'there are never overwritten')
@@ -47,8 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='run the model as trained (NCHW, BN unfused) instead of the default fast path '
         '(channels_last and BN folded into the convolutions: same predictions, faster)')
     parser.add_argument('--bf16', action='store_true',
-                        help='bf16 autocast on top of the fast path (changes numerics slightly; '
-                        'see the README for its mIoU effect)')
+                        help='bf16 autocast on top of the fast path where the CPU has native bf16 '
+                        '(AVX512-BF16/AMX) or on a GPU; elsewhere it is emulated and slower, so '
+                        'float32 is kept with a warning (changes numerics slightly; see the '
+                        'README for its mIoU effect)')
+    parser.add_argument('--force-bf16', action='store_true',
+                        help='--bf16 even on a CPU that emulates bf16 (slower; for testing)')
     parser.add_argument('--tta', action='store_true',
                         help="multi-scale + flip test (the config's tta_pipeline)")
     parser.add_argument(
@@ -72,10 +78,17 @@ def main(argv=None) -> None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
-    cfg.load_from = args.checkpoint
-    add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
-    enable_fast_inference(cfg, enabled=not args.no_fast, bf16=args.bf16)
-    set_test_output_stride(cfg, args.output_stride)
+    if args.checkpoint.endswith('.onnx'):
+        from deeplabv3_plugin.engine.tool_options import use_onnx_model
+        flags = dict(zip(('--output-stride', '--no-fast', '--bf16', '--force-bf16'), (
+            args.output_stride is not None, args.no_fast, args.bf16, args.force_bf16)))
+        use_onnx_model(cfg, args.checkpoint, [f for f, on in flags.items() if on])
+    else:
+        cfg.load_from = args.checkpoint
+        add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
+        enable_fast_inference(cfg, enabled=not args.no_fast, bf16=args.bf16,
+                              force_bf16=args.force_bf16)
+        set_test_output_stride(cfg, args.output_stride)
     enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:
         enable_tta(cfg)

@@ -26,7 +26,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='continue an interrupted run: alone, from the latest checkpoint in the work dir; '
         'with CKPT, from that checkpoint. Optimizer, LR schedule and iteration count are restored')
     parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision training (needs a GPU)')
+                        help='mixed precision: float16 + loss scaling on a GPU, bf16 autocast on a '
+                        'CPU with native bf16 (AVX512-BF16/AMX); refused on other CPUs, where '
+                        'bf16 is emulated and slower')
+    parser.add_argument('--force-bf16', action='store_true',
+                        help='--amp in bf16 even on a CPU that emulates it (slower; for testing)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries, e.g. model.backbone.depth=101 '
@@ -49,8 +53,8 @@ def main(argv=None) -> None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
-    if args.amp:
-        enable_amp(cfg)
+    if args.amp or args.force_bf16:
+        enable_amp(cfg, force_bf16=args.force_bf16)
     set_resume(cfg, args.resume)
     setup_distributed(cfg)
     runner = build_runner(cfg)

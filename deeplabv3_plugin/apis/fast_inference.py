@@ -12,12 +12,14 @@ faster without retraining:
   the convolution's weight and bias, which removes one full read and write of every activation.
   Only rounding changes (the fold is computed in float64). It is only valid while BN uses its
   running statistics, so it is applied to an eval-only copy, never to a model being trained.
-* **bf16** (autocast, optional). Convolutions run in bfloat16 with fp32 accumulation on CPUs
-  with AVX512-BF16/AMX; this does change numerics (8-bit mantissa), so it is opt-in and its
-  effect on mIoU is measured in ``benchmarks/``. Only the network (backbone, neck, decode head)
-  runs under autocast, with its convolution weights stored in bf16 once instead of cast on every
-  call (the same rounding autocast applies); the logits leave the head in float32, so upsampling,
-  argmax and test-time augmentation merging run in float32.
+* **bf16** (autocast, optional). Convolutions run in bfloat16 with fp32 accumulation; only
+  CPUs with AVX512-BF16/AMX do that natively (elsewhere oneDNN emulates it, several times slower
+  than fp32, which is why the tools and ``init_model`` keep fp32 there). It changes numerics
+  (8-bit mantissa), so it is opt-in and its effect on mIoU is measured in ``benchmarks/``. Only
+  the network (backbone, neck, decode head) runs under autocast, with its convolution weights
+  stored in bf16 once instead of cast on every call (the same rounding autocast applies); the
+  logits leave the head in float32, so upsampling, argmax and test-time augmentation merging run
+  in float32.
 * **torch.compile** (optional). Inductor with weight freezing fuses the elementwise work into
   the convolutions and prepacks the weights. It pays off over many images of one size: the
   first call compiles (tens of seconds on two cores), and each new input size or output stride
@@ -37,6 +39,8 @@ from mmseg.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..utils.cpu_features import bf16_slowdown, cpu_features
 
 __all__ = [
     'FastInferenceModel', 'fuse_conv_bn', 'fold_bn_into_conv', 'register_conv_bn_pairs',
@@ -199,10 +203,10 @@ def fuse_conv_bn(model: nn.Module) -> int:
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bfloat16 dot products (AVX512-BF16 or AMX).
 
-    Without them CPU autocast still works but emulates bf16 and is slower than fp32.
+    Without them CPU autocast still works but emulates bf16 and is slower than fp32. See
+    :func:`deeplabv3_plugin.utils.cpu_features.cpu_features`.
     """
-    return bool(torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_features().native_bf16
 
 
 def _network(model: EncoderDecoder) -> List[nn.Module]:
@@ -300,7 +304,8 @@ class FastInferenceModel(nn.Module):
         if bf16:
             if next(model.parameters()).device.type == 'cpu' and not cpu_supports_bf16():
                 warnings.warn('bf16=True on a CPU without AVX512-BF16/AMX: bfloat16 is emulated '
-                              'and likely slower than float32')
+                              f'there, {bf16_slowdown():.1f}x the float32 time of a convolution '
+                              '(measured now)')
             _use_bf16(model)
         if compile:
             _compile_network(model)

@@ -9,7 +9,8 @@
 
 The model comes back on the fast inference path by default (channels_last, BN folded into the
 convolutions: the same predictions up to float rounding, see :mod:`.fast_inference`);
-``bf16=True`` adds bf16 autocast. ``fast=False`` returns the plain mmseg segmentor.
+``bf16=True`` adds bf16 autocast where the CPU has native bf16. ``fast=False`` returns the plain
+mmseg segmentor. :func:`build_segmentor` is the package's one model builder.
 """
 import copy
 import os.path as osp
@@ -22,14 +23,19 @@ from mmcv.transforms import LoadAnnotations
 from mmengine import Config
 from mmengine.dataset import Compose
 from mmengine.model import revert_sync_batchnorm
-from mmseg.apis import init_model as mmseg_init_model
-from mmseg.registry import TRANSFORMS
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import _load_checkpoint
+from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
 from ..datasets.transforms import CheckSegSample
+from ..engine.checkpoint_checks import CheckpointMismatchError, compare_state_dicts
+from ..engine.config_checks import check_cfg_options, check_file_exists, load_config
+from ..engine.errors import UserInputError
+from ..utils.cpu_features import resolve_bf16
 from .fast_inference import FastInferenceModel
 
-__all__ = ['init_model', 'inference_model']
+__all__ = ['build_segmentor', 'init_model', 'inference_model']
 
 ImageType = Union[str, Path, np.ndarray]
 #: Test-pipeline steps that need a label, which inference does not have (subclasses included:
@@ -49,31 +55,111 @@ def _check_device(device: str) -> torch.device:
     return parsed
 
 
+def build_segmentor(config: Union[str, Path, Config],
+                    checkpoint: Optional[str] = None,
+                    cfg_options: Optional[dict] = None,
+                    output_stride: Optional[int] = None,
+                    device: str = 'cpu') -> nn.Module:
+    """Build ``config``'s segmentor for inference: the one builder of the package.
+
+    :func:`init_model`, ONNX export and the benchmarks all build through here: checked
+    ``cfg_options``, no pretrained-weight download (the weights come from ``checkpoint``),
+    SyncBN turned into BN (inference runs in one process, where both compute the same), a
+    checkpoint that must fit the model (only the training-only auxiliary head may differ;
+    mmengine would load the rest and leave the misfits random), ``dataset_meta`` from the
+    checkpoint, ``model.cfg`` set, eval mode.
+
+    Args:
+        config (str | Path | Config): Config file or object (a Config is copied).
+        checkpoint (str, optional): mmengine checkpoint or plain state dict; None keeps the
+            initialisation (for tests and speed measurements).
+        cfg_options (dict, optional): Overrides merged into the config (keys checked).
+        output_stride (int, optional): Run at this output stride (``test_output_stride``), e.g. 8
+            for a model trained at 16; needs the plugin's ``DeepLabV3`` segmentor.
+        device (str): Where the model goes. Default: ``'cpu'``.
+
+    Returns:
+        nn.Module: The segmentor in eval mode.
+
+    Raises:
+        UserInputError: A missing file, a bad option key, a checkpoint that does not fit, or
+            ``output_stride`` on a segmentor without that knob.
+    """
+    cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(str(config))
+    name = cfg.filename or '<config>'
+    check_cfg_options(cfg, cfg_options, name)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    cfg.model.pop('pretrained', None)
+    cfg.model.get('backbone', {}).pop('init_cfg', None)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    meta = {}
+    if checkpoint is not None:
+        meta = _load_fitting_checkpoint(model, checkpoint)
+    if output_stride is not None:
+        if not hasattr(model, 'test_output_stride'):
+            raise UserInputError(
+                f'output stride {output_stride}: the model of {name!r} is a '
+                f"{type(model).__name__}, which has no output-stride knob; use the plugin's "
+                "type='DeepLabV3' segmentor.")
+        model.test_output_stride = output_stride
+    model.dataset_meta = meta.get('dataset_meta') or dict(
+        classes=cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo', {}).get(
+            'classes') or tuple(str(i) for i in range(model.decode_head.num_classes)))
+    model.cfg = cfg
+    return model.to(_check_device(device)).eval()
+
+
+def _load_fitting_checkpoint(model: nn.Module, checkpoint: str) -> dict:
+    """Load ``checkpoint`` into ``model`` if it fits (auxiliary head aside); returns its meta."""
+    if '://' not in checkpoint:  # URLs (open-mmlab://, https://) go to mmengine's loaders
+        check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
+                          'tools/train.py or tools/convert_torchvision.py.')
+    import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
+    loaded = _load_checkpoint(checkpoint, map_location='cpu')
+    state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise UserInputError(f'checkpoint {checkpoint!r} holds no state dict.')
+    state = {key[len('module.'):] if key.startswith('module.') else key: value
+             for key, value in state.items()}
+
+    def without_aux(entries: dict) -> dict:
+        return {k: v for k, v in entries.items() if not k.startswith('auxiliary_head.')}
+
+    mismatch = compare_state_dicts(without_aux(model.state_dict()), without_aux(state))
+    if mismatch:
+        raise CheckpointMismatchError(
+            f'checkpoint {checkpoint!r} does not fit the {type(model).__name__} model of the '
+            f'config: {mismatch.describe()} Use the config it was trained or converted with.')
+    model.load_state_dict(state, strict=False)
+    return loaded.get('meta', {}) or {}
+
+
 def init_model(config: Union[str, Path, Config],
                checkpoint: Optional[str] = None,
                device: str = 'cpu',
                fast: bool = True,
                bf16: bool = False,
+               force_bf16: bool = False,
                compile: bool = False,
                cfg_options: Optional[dict] = None) -> nn.Module:
     """Build a segmentor for inference from a config and (optionally) a checkpoint.
 
-    Wraps :func:`mmseg.apis.init_model` (config loading, ``cfg_options``, checkpoint and
-    ``dataset_meta`` loading, eval mode) and adds two things:
-
-    * SyncBN layers become plain BN (mmengine's ``revert_sync_batchnorm``): inference runs in
-      one process, where both compute the same, and the paper's configs use SyncBN.
-    * ``fast=True`` returns a :class:`FastInferenceModel` (channels_last + BN folded, built on
-      this model without a copy), which offers the segmentor's interface
-      (``test_step``, ``dataset_meta``, ``cfg`` ...), so mmseg's own APIs accept it too.
+    :func:`build_segmentor` (checked checkpoint, SyncBN as BN, eval mode), then with
+    ``fast=True`` a :class:`FastInferenceModel` (channels_last + BN folded, built on this model
+    without a copy), which offers the segmentor's interface (``test_step``, ``dataset_meta``,
+    ``cfg`` ...), so mmseg's own APIs accept it too.
 
     Args:
         config (str | Path | Config): Config file or object.
         checkpoint (str, optional): Checkpoint file; None keeps random weights.
         device (str): ``'cpu'``, ``'cuda'`` or ``'cuda:N'``. Default: ``'cpu'``.
         fast (bool): Return the fast inference path. Default: True.
-        bf16 (bool): bf16 autocast on top of the fast path (changes numerics slightly; needs
-            ``fast=True``). Default: False.
+        bf16 (bool): bf16 autocast on top of the fast path where it pays: on a GPU or a CPU with
+            native bf16 (AVX512-BF16/AMX). Elsewhere bf16 is emulated and slower, so float32 is
+            kept, with one warning giving the measured cost. Default: False.
+        force_bf16 (bool): bf16 even where it is emulated (for testing). Default: False.
         compile (bool): ``torch.compile`` the network on top of the fast path (the first image,
             and each new image size, compiles; needs ``fast=True``). Default: False.
         cfg_options (dict, optional): Overrides merged into the config.
@@ -84,23 +170,20 @@ def init_model(config: Union[str, Path, Config],
     if isinstance(config, (str, Path)):
         if not osp.isfile(config):
             raise FileNotFoundError(f'init_model: config file {str(config)!r} does not exist')
-        config = Config.fromfile(config)
     elif not isinstance(config, Config):
         raise TypeError(f'init_model: config must be a file path or an mmengine Config, got '
                         f'{type(config).__name__}')
     if checkpoint is not None and '://' not in str(checkpoint) and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'init_model: checkpoint file {str(checkpoint)!r} does not '
                                 'exist')
-    for name, value in (('bf16', bf16), ('compile', compile)):
+    for name, value in (('bf16', bf16 or force_bf16), ('compile', compile)):
         if value and not fast:
             raise ValueError(f'init_model: {name}=True is part of the fast path; it needs '
                              'fast=True')
     target = _check_device(device)
-    import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
-    model = mmseg_init_model(config, checkpoint, device='cpu', cfg_options=cfg_options)
-    model = revert_sync_batchnorm(model).to(target)
-    model.eval()
+    model = build_segmentor(config, checkpoint, cfg_options, device=str(target))
     if fast:
+        bf16 = resolve_bf16(bf16, force_bf16, target.type, what='init_model(bf16=True)')
         return FastInferenceModel(model, channels_last=True, fuse_bn=True, bf16=bf16,
                                   compile=compile, copy_model=False)
     return model

@@ -9,7 +9,7 @@ import copy
 import inspect
 import logging
 import os.path as osp
-from typing import Optional
+from typing import Optional, Sequence
 
 from mmengine.config import Config
 from mmengine.device import get_device
@@ -18,13 +18,15 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import find_latest_checkpoint
 from mmseg.registry import MODELS
 
+from ..utils.cpu_features import bf16_slowdown, cpu_features, resolve_bf16
+from . import bf16_optim_wrapper  # noqa: F401  (registers BF16AutocastOptimWrapper)
 from .config_checks import check_file_exists
 from .errors import UserInputError
 
 __all__ = [
     'add_custom_hook', 'check_checkpoint_arg', 'enable_amp', 'enable_fast_inference', 'enable_tta',
     'enable_visualization', 'set_resume', 'set_test_output_dir', 'set_test_output_stride',
-    'set_work_dir'
+    'set_work_dir', 'use_onnx_model'
 ]
 
 _COMPATIBILITY_HOOK = dict(type='CheckpointCompatibilityHook')
@@ -42,30 +44,44 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def enable_amp(cfg: Config) -> None:
-    """``--amp``: mmengine's ``AmpOptimWrapper`` (float16 autocast, dynamic loss scaling).
+def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
+    """``--amp``: mixed precision, float16 + loss scaling on a GPU, bf16 on a CPU.
+
+    On an accelerator: mmengine's ``AmpOptimWrapper``, unchanged. On a CPU:
+    :class:`~deeplabv3_plugin.engine.bf16_optim_wrapper.BF16AutocastOptimWrapper` (bf16 autocast,
+    no loss scaler, float32 master weights, the same checkpoints), where the CPU has native bf16
+    (AVX512-BF16/AMX). Without it bf16 is emulated and slower than float32, so ``--amp`` is
+    refused with the slowdown measured now, unless ``force_bf16`` (``--force-bf16``).
 
     Raises:
-        UserInputError: No accelerator (mmengine's AMP wrapper asserts one), or the config's
-            optimizer wrapper is neither ``OptimWrapper`` nor ``AmpOptimWrapper``.
+        UserInputError: A CPU without native bf16 and no ``force_bf16``, or an optimizer wrapper
+            that is neither ``OptimWrapper`` nor an AMP one.
     """
-    device = get_device()
-    if device == 'cpu':
-        raise UserInputError(
-            "--amp: mixed-precision training uses mmengine's AmpOptimWrapper, which needs a "
-            'CUDA, NPU, MLU or MUSA device, and this machine has none (mmengine.device.'
-            "get_device() is 'cpu'). Drop --amp to train in float32 on the CPU.")
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper_type == 'AmpOptimWrapper':
-        print_log('--amp: AMP training is already enabled in the config.', logger='current',
+    if wrapper_type in ('AmpOptimWrapper', 'BF16AutocastOptimWrapper'):
+        print_log(f'--amp: the config already trains with {wrapper_type}.', logger='current',
                   level=logging.WARNING)
         return
     if wrapper_type != 'OptimWrapper':
         raise UserInputError(
             f'--amp: optim_wrapper.type is {wrapper_type!r}; --amp can only turn the plain '
-            "'OptimWrapper' into 'AmpOptimWrapper'. Configure AMP in the config instead.")
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
+            "'OptimWrapper' into a mixed-precision one. Configure AMP in the config instead.")
+    if get_device() != 'cpu':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+        return
+    features = cpu_features()
+    if not features.native_bf16:
+        cost = (f'{features.name} has no native bf16 (no AVX512-BF16/AMX), so bf16 is emulated: '
+                f'a convolution\'s training step measured just now took '
+                f'{bf16_slowdown(training=True):.1f}x its float32 time')
+        if not force_bf16:
+            raise UserInputError(
+                f'--amp: on a CPU mixed precision means bf16 autocast, and {cost}. Drop --amp to '
+                'train in float32 (faster here), or add --force-bf16 to train in bf16 anyway.')
+        print_log(f'--amp --force-bf16: {cost}; training in bf16 anyway.', logger='current',
+                  level=logging.WARNING)
+    cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
 
 
 def add_custom_hook(cfg: Config, hook: dict) -> None:
@@ -76,14 +92,18 @@ def add_custom_hook(cfg: Config, hook: dict) -> None:
     cfg.custom_hooks = hooks
 
 
-def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False) -> None:
-    """Run val/test through ``FastInferenceHook`` (channels_last + BN folding; ``bf16`` optional).
+def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False,
+                          force_bf16: bool = False) -> None:
+    """Run val/test through ``FastInferenceHook`` (channels_last + BN folding; bf16 optional).
 
     The hook works on an eval-only copy of the model, so checkpoints and the output-stride switch
-    are unaffected; a ``FastInferenceHook`` the config already has is kept as it is.
+    are unaffected; a ``FastInferenceHook`` the config already has is kept as it is. ``bf16``
+    (``--bf16``) applies where it pays: a GPU or a CPU with native bf16; elsewhere float32 is kept
+    with one warning giving the measured cost, unless ``force_bf16`` (``--force-bf16``).
     """
-    if bf16 and not enabled:
+    if (bf16 or force_bf16) and not enabled:
         raise UserInputError('--bf16 runs on the fast inference path; drop --no-fast to use it.')
+    bf16 = resolve_bf16(bf16, force_bf16, get_device(), what='--bf16')
     if enabled:
         add_custom_hook(cfg, dict(type='FastInferenceHook', channels_last=True, fuse_bn=True,
                                   bf16=bf16))
@@ -253,6 +273,23 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         cfg.visualizer.save_dir = show_dir
         print_log(f'--show-dir: overlays go to {osp.join(show_dir, "vis_data", "vis_image")}',
                   logger='current')
+
+
+def use_onnx_model(cfg: Config, onnx_file: str, conflicts: Sequence[str] = ()) -> None:
+    """``tools/test.py CONFIG model.onnx``: test an exported model (fp32 or int8) instead.
+
+    The model becomes an ``ONNXRuntimeSegmentor`` with the config's data preprocessor: the same
+    dataset, pipeline, canvas and metric apply. ``conflicts``: given PyTorch-only options.
+    """
+    from ..apis import onnx_model  # noqa: F401  (registers ONNXRuntimeSegmentor)
+    check_file_exists(onnx_file, 'ONNX model', 'Expected an .onnx file written by '
+                      'tools/export_onnx.py.')
+    if conflicts:
+        raise UserInputError(f'{", ".join(conflicts)}: not for an ONNX model ({onnx_file!r}); its '
+                             'output stride and precision were fixed when it was exported.')
+    cfg.model = dict(type='ONNXRuntimeSegmentor', onnx_file=onnx_file,
+                     data_preprocessor=cfg.model.data_preprocessor,
+                     align_corners=cfg.model.decode_head.get('align_corners', False))
 
 
 def set_test_output_dir(cfg: Config, out: Optional[str]) -> None:

@@ -24,8 +24,7 @@ every shape computation stays symbolic; the legacy TorchScript exporter is depre
 torch 2.9. Weights are stored inside the ``.onnx`` file (``external_data=False``; a ResNet-101
 DeepLabV3 is ~240 MB, below protobuf's 2 GB limit), so the file is self-contained.
 """
-import copy
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,12 +32,9 @@ from torch import Tensor, nn
 
 from deeplabv3_plugin.engine.errors import UserInputError
 
-if TYPE_CHECKING:
-    from mmengine.config import Config
-
 __all__ = [
-    'SegmentorExportWrapper', 'build_export_model', 'export_onnx', 'run_onnxruntime',
-    'compare_with_pytorch', 'parse_shape'
+    'SegmentorExportWrapper', 'export_onnx', 'run_onnxruntime', 'compare_with_pytorch',
+    'compare_labels', 'parse_shape'
 ]
 
 INPUT_NAME = 'image'
@@ -84,97 +80,14 @@ class SegmentorExportWrapper(nn.Module):
             logits, size=image.shape[2:], mode='bilinear', align_corners=self.align_corners)
 
 
-def build_export_model(config: Union[str, 'Config'], checkpoint: Optional[str] = None,
-                       cfg_options: Optional[dict] = None,
-                       output_stride: Optional[int] = None) -> nn.Module:
-    """Build ``config``'s model, load ``checkpoint`` and put it in eval mode on the CPU.
-
-    Args:
-        config (str | Config): Config path or loaded config (copied, not modified).
-        checkpoint (str | None): Checkpoint path (mmengine or plain state dict); None keeps the
-            initialisation (only useful in tests). Keys must match the model exactly (except
-            the auxiliary head, which export does not use).
-        cfg_options (dict | None): Config overrides.
-        output_stride (int | None): Export at this output stride (``test_output_stride``),
-            e.g. 8 for a model trained at 16. Needs the plugin's ``DeepLabV3`` segmentor.
-
-    Returns:
-        nn.Module: The segmentor, eval mode, CPU, SyncBN converted to BN.
-
-    Raises:
-        UserInputError: a bad path, an option key that does not fit, a checkpoint whose keys
-            do not match the model, or ``output_stride`` on a segmentor without that knob.
-    """
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    from mmengine.runner.checkpoint import _load_checkpoint
-    from mmseg.registry import MODELS
-
-    import deeplabv3_plugin.runtime  # noqa: F401  (modules and the safe checkpoint loader)
-    from deeplabv3_plugin.engine.config_checks import (check_cfg_options, check_file_exists,
-                                                       load_config)
-
-    cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
-    config = cfg.filename or '<config>'
-    check_cfg_options(cfg, cfg_options, config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    cfg.model.pop('pretrained', None)
-    cfg.model.get('backbone', {}).pop('init_cfg', None)  # no download: weights come from CKPT
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    if checkpoint is not None:
-        check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
-                          'tools/train.py or tools/convert_torchvision.py.')
-        loaded = _load_checkpoint(checkpoint, map_location='cpu')
-        state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
-        if not isinstance(state_dict, dict):
-            raise UserInputError(f'checkpoint {checkpoint!r} holds no state dict.')
-        state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                      for k, v in state_dict.items()}
-        _check_keys(model, state_dict, checkpoint, config)
-        model.load_state_dict(state_dict, strict=False)
-    if output_stride is not None:
-        if not hasattr(model, 'test_output_stride'):
-            raise UserInputError(
-                f'--output-stride {output_stride}: the model of {config!r} is a '
-                f'{type(model).__name__}, which has no output-stride knob; use the plugin\'s '
-                "type='DeepLabV3' segmentor.")
-        model.test_output_stride = output_stride
-    return model.eval()
-
-
-def _check_keys(model: nn.Module, state_dict: Dict[str, Tensor], checkpoint: str,
-                config: str) -> None:
-    """Refuse a checkpoint that would leave exported weights random or be partly ignored."""
-    expected = {k: v for k, v in model.state_dict().items()
-                if not k.startswith('auxiliary_head.') and not k.endswith('num_batches_tracked')}
-    missing = sorted(k for k in expected if k not in state_dict)
-    unexpected = sorted(k for k in state_dict
-                        if k not in model.state_dict() and not k.endswith('num_batches_tracked'))
-    mismatched = sorted(k for k in expected if k in state_dict
-                        and tuple(state_dict[k].shape) != tuple(expected[k].shape))
-    problems = []
-    for what, keys in (('missing', missing), ('unexpected', unexpected),
-                       ('with another shape', mismatched)):
-        if keys:
-            shown = ', '.join(keys[:8]) + (f', ... ({len(keys)} keys)' if len(keys) > 8 else '')
-            problems.append(f'{len(keys)} key(s) {what}: {shown}')
-    if problems:
-        raise UserInputError(
-            f'checkpoint {checkpoint!r} does not fit the model of config {config!r}: ' +
-            '; '.join(problems) + '. Export the checkpoint with the config it was trained or '
-            'converted with.')
-
-
 def export_onnx(model: nn.Module, out_file: str, example_shape: Sequence[int] = (1, 3, 97, 129),
                 dynamic: bool = True, normalize: bool = True,
                 opset_version: Optional[int] = None) -> nn.Module:
     """Export ``model`` (a segmentor in eval mode) to ``out_file``.
 
     Args:
-        model (nn.Module): The segmentor, see :func:`build_export_model`.
+        model (nn.Module): The segmentor, see
+            :func:`deeplabv3_plugin.apis.inference.build_segmentor`.
         out_file (str): The ``.onnx`` path to write.
         example_shape (Sequence[int]): ``(N, 3, H, W)`` of the example input used for tracing.
             Default: ``(1, 3, 97, 129)``: odd, unequal sizes so that no size coincides with
@@ -237,6 +150,20 @@ def compare_with_pytorch(wrapper: nn.Module, onnx_file: str,
                                'dynamic in that size.')
         results.append((shape, float(np.abs(actual - expected).max()),
                         float(np.abs(expected).max())))
+    return results
+
+
+def compare_labels(wrapper: nn.Module, onnx_file: str, shapes: Sequence[Sequence[int]],
+                   seed: int = 0) -> List[Tuple[Tuple[int, ...], float]]:
+    """Per shape, the fraction of argmax pixels the ONNX model (e.g. int8) shares with PyTorch."""
+    generator = torch.Generator().manual_seed(seed)
+    results = []
+    for shape in shapes:
+        image = torch.rand(*_check_shape(shape, 'shape'), generator=generator) * 255
+        with torch.no_grad():
+            expected = wrapper(image).argmax(1).numpy()
+        actual = run_onnxruntime(onnx_file, image.numpy()).argmax(1)
+        results.append((tuple(shape), float((actual == expected).mean())))
     return results
 
 
