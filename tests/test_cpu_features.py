@@ -46,14 +46,16 @@ def test_this_cpu_is_read_from_proc_cpuinfo():
     (ZEN4, True, False, 'cpu', True),
     (ZEN3, True, False, 'cuda', True),  # GPUs are not second-guessed
 ])
-def test_resolve_bf16(monkeypatch, capfd, cpu, requested, force, device, expected):
+def test_resolve_bf16(monkeypatch, cpu, requested, force, device, expected):
+    # mmengine's 'current' logger may write wherever an earlier test pointed it: collect here
+    logged = []
+    monkeypatch.setattr('mmengine.logging.print_log', lambda msg, **kw: logged.append(msg))
     monkeypatch.setattr(features_module, 'cpu_features', lambda: cpu)
     monkeypatch.setattr(features_module, 'bf16_slowdown', lambda training=False: 3.3)
     monkeypatch.setattr(features_module, '_WARNED', set())
     assert resolve_bf16(requested, force, device, what='--bf16') is expected
     resolve_bf16(requested, force, device, what='--bf16')  # warned once only
-    output = capfd.readouterr()
-    warned = output.out + output.err
+    warned = '\n'.join(logged)
     if requested and device == 'cpu' and not cpu.native_bf16:
         assert warned.count('3.3x') == 1 and cpu.name in warned
     else:

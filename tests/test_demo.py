@@ -67,7 +67,7 @@ def test_demo_reruns_with_the_same_thread_count_are_identical(tmp_path):
     runs = []
     for name in ('first', 'second'):
         done = _run('--work-dir', str(tmp_path / name), '--data-root', str(tmp_path / 'data'),
-                    '--iters', '6', '--num-train', '8', '--num-val', '2', '--image-size', '48',
+                    '--iters', '3', '--num-train', '4', '--num-val', '2', '--image-size', '48',
                     '--threads', '2')
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         runs.append(json.loads((tmp_path / name / 'summary.json').read_text()))

@@ -3,7 +3,8 @@
 # so tools/train.py, tools/test.py, torchrun and mim can be run as real subprocesses in seconds.
 # The dataset is a generated VOC-layout folder (tests/tools_testutils.py) whose path comes from the
 # environment variable DEEPLABV3_TOOLS_DATA (mmengine substitutes {{$VAR:default}} when loading).
-custom_imports = dict(imports=['deeplabv3_plugin'], allow_failed_imports=False)
+custom_imports = dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
+                      allow_failed_imports=False)
 default_scope = 'mmseg'
 
 data_root = '{{$DEEPLABV3_TOOLS_DATA:data/tools_tiny}}'
