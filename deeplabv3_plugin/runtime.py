@@ -3,10 +3,11 @@
 ``import deeplabv3_plugin`` only registers models, datasets, transforms and samplers. Importing
 this module also changes how mmengine runs, which a host project may not want, so it is explicit:
 
-* local checkpoint files load through :func:`deeplabv3_plugin.utils.checkpoint.load_local_checkpoint`
-  (mmengine's ``CheckpointLoader`` scheme for plain paths). Under torch >= 2.6 mmengine's own
-  loader fails on every checkpoint mmengine writes; this one loads them without unpickling
-  anything but tensors, containers and checked ``HistoryBuffer``/numpy data;
+* local checkpoint files load through
+  :func:`deeplabv3_plugin.utils.checkpoint.load_local_checkpoint` (mmengine's
+  ``CheckpointLoader`` scheme for plain paths). Under torch >= 2.6 mmengine's own loader fails
+  on every checkpoint mmengine writes; this one loads them without unpickling anything but
+  tensors, containers and checked ``HistoryBuffer``/numpy data;
 * ``torchvision://NAME`` resolves without torchvision installed (mmengine's bundled URL table);
 * ``CPUSafeDDP`` is registered in mmengine's root ``MODEL_WRAPPERS``, where ``Runner.wrap_model``
   looks model wrappers up.

@@ -88,7 +88,8 @@ def _payloads(marker: str) -> dict:
         'array_short_data': Ops().arg(_array((1000, ), _dtype('f8'), b'\0' * 8)),
         'array_huge_shape': Ops().arg(_array((2**62, ), _dtype('f8'), b'\0' * 8)),
         'array_second_build': Ops().arg(_array((1, ), _dtype('f8'), b'\0' * 8, builds=2)),
-        'dtype_structured_state': Ops().arg(_dtype('f8', (3, '|', None, ('a', ), lambda o: o.empty_dict(), 8, 1, 16))),
+        'dtype_structured_state': Ops().arg(
+            _dtype('f8', (3, '|', None, ('a', ), lambda o: o.empty_dict(), 8, 1, 16))),
         'scalar_wrong_length': Ops().call(MA, 'scalar', _dtype('f8'), b'\0' * 2),
         'history_buffer_class_swap': Ops().arg(_history_buffer(
             lambda ops: ops.none().empty_dict().mark().text('__class__')
@@ -139,7 +140,8 @@ def attack_files(tmp_path_factory):
                 str(root / f'{name}.{form}.pth'), bytes(payload), form)
         for where, form in (('meta', 'zip'), ('message_hub', 'legacy')):
             files[(name, form, where)] = write_checkpoint(
-                str(root / f'{name}.{form}.{where}.pth'), bytes(in_checkpoint(payload, where)), form)
+                str(root / f'{name}.{form}.{where}.pth'), bytes(in_checkpoint(payload, where)),
+                form)
     return marker, files
 
 
