@@ -16,7 +16,8 @@ from tools_testutils import eval_cmd, make_voc_dataset, run, tool_env
 
 HB = ('mmengine.logging.history_buffer', 'HistoryBuffer')
 MA = 'numpy._core.multiarray'
-CHILD = osp.join(osp.dirname(__file__), '_load_checkpoints_child.py')
+# The fuzz tool's child mode loads files through CheckpointLoader, one JSON line per file.
+FUZZ = osp.join(osp.dirname(osp.dirname(__file__)), 'tools', 'fuzz_checkpoint_loader.py')
 
 
 def _getattr(owner, name):
@@ -114,19 +115,15 @@ def _payloads(marker: str) -> dict:
 
 
 def _run_children(paths):
-    """Load ``paths`` in child processes; return {path: result}, failing on any signal."""
-    results, todo = {}, list(paths)
-    while todo:
-        proc = subprocess.run([sys.executable, CHILD, *todo], capture_output=True, text=True,
-                              timeout=300)
-        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
-        results.update({r['file']: r for r in lines if 'file' in r})
-        started = [r['start'] for r in lines if 'start' in r]
-        assert proc.returncode == 0, (f'the loader process died (status {proc.returncode}) '
-                                      f'loading {started[-1] if started else "?"}: '
-                                      f'{proc.stderr[-2000:]}')
-        todo = []
-    return results
+    """Load ``paths`` in a child process; return {path: result}, failing on any signal."""
+    proc = subprocess.run([sys.executable, FUZZ, '--child', *paths], capture_output=True,
+                          text=True, timeout=300)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+    started = [r['start'] for r in lines if 'start' in r]
+    assert proc.returncode == 0, (f'the loader process died (status {proc.returncode}) '
+                                  f'loading {started[-1] if started else "?"}: '
+                                  f'{proc.stderr[-2000:]}')
+    return {r['file']: r for r in lines if 'file' in r}
 
 
 @pytest.fixture(scope='module')
@@ -150,7 +147,7 @@ def test_every_payload_is_refused_in_every_form(attack_files):
     results = _run_children(list(files.values()))
     assert not osp.exists(marker), 'a payload ran'
     wrong = {key: results[path] for key, path in files.items()
-             if results[path].get('error') != 'UnsafeCheckpointError'
+             if results[path]['outcome'] != 'UnsafeCheckpointError'
              or path not in results[path]['message']}
     assert not wrong, wrong
 
@@ -194,9 +191,7 @@ def test_mutation_fuzz_of_a_real_checkpoint(tmp_path):
     """tools/fuzz_checkpoint_loader.py: mutants of a real Runner checkpoint load or are refused."""
     out = tmp_path / 'summary.json'
     proc = subprocess.run(
-        [sys.executable, osp.join(osp.dirname(osp.dirname(__file__)), 'tools',
-                                  'fuzz_checkpoint_loader.py'),
-         '--cases', '300', '--seed', '1', '--work-dir', str(tmp_path / 'mutants'), '--out',
+        [sys.executable, FUZZ, '--cases', '300', '--seed', '1', '--work-dir', str(tmp_path / 'mutants'), '--out',
          str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out) as f:

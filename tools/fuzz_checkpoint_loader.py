@@ -50,10 +50,10 @@ def child(paths) -> None:
         print(json.dumps(dict(start=path)), flush=True)
         try:
             CheckpointLoader.load_checkpoint(path, map_location='cpu')
-            outcome = 'loaded'
+            outcome, message = 'loaded', ''
         except Exception as err:  # classified by the parent
-            outcome = type(err).__name__
-        print(json.dumps(dict(file=path, outcome=outcome)), flush=True)
+            outcome, message = type(err).__name__, str(err)
+        print(json.dumps(dict(file=path, outcome=outcome, message=message)), flush=True)
 
 
 def real_checkpoint(work_dir: str) -> str:

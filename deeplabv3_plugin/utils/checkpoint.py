@@ -206,8 +206,9 @@ def load_local_checkpoint(filename: str,
         if _env_flag('TORCH_FORCE_WEIGHTS_ONLY_LOAD'):  # torch's own loader, as the user asked
             return torch.load(filename, map_location=map_location)
         with open(filename, 'rb') as file:
-            budget = Budget(os.fstat(file.fileno()).st_size)
-            is_zip = _check_format(file, os.fstat(file.fileno()).st_size)
+            size = os.fstat(file.fileno()).st_size
+            budget = Budget(size)
+            is_zip = _check_format(file, size)
             loaded = _materialize(torch.load(file, map_location=map_location, weights_only=False,
                                              pickle_module=_safe_pickle_module(budget)), budget)
             # A legacy file lists the storages whose bytes follow; any other one is uninitialised.
