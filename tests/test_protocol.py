@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmengine.dataset import Compose
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS, TRANSFORMS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
-from _config_cache import cached_scoped_bases
-from test_configs import INTEROP_CONFIG, REPO, SIZE, _samples, _shrunk_model_cfg, load
+# _fast_and_scoped: test_configs' autouse fixture (one thread, mmseg scope, cached bases)
+from test_configs import (INTEROP_CONFIG, REPO, SIZE, _fast_and_scoped, _samples,  # noqa: F401
+                          _shrunk_model_cfg, load)
 
 PAPER = osp.join(REPO, 'configs', 'deeplabv3',
                  'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py')
@@ -33,16 +33,6 @@ FROZEN_BN = [osp.join(REPO, 'configs', 'deeplabv3', name) for name in (
     'deeplabv3-aspp-frozenbn_r101-d8-mg124-coco-pre_1xb16-30k-bootstrap_voc12trainval-513x513.py')]
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # train.py: min 0.5, max 2.0, step 0.25
 MEAN_BGR = (103.53, 116.28, 123.675)
-
-
-@pytest.fixture(autouse=True)
-def _mmseg_scope():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    init_default_scope('mmseg')
-    with cached_scoped_bases():
-        yield
-    torch.set_num_threads(threads)
 
 
 def fresh_model(path: str, **head):
