@@ -29,13 +29,17 @@ randomness = dict(seed=0)
 # the dataset's test canvas (513 x 513 on VOC) when it is smaller; the TF reference pads the
 # image to 513 first and scales the padded canvas, which differs slightly for scales below 1.
 tta_model = dict(type='SegTTAModel')
-tta_scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
     dict(type='CheckedLoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[
-            [dict(type='Resize', scale_factor=s, keep_ratio=True) for s in tta_scales],
+            # Slot 0: the scales; slot 1: the flips. Rows of other tables replace one slot:
+            # `tta_pipeline = _base_.tta_pipeline` then `tta_pipeline[1].transforms[1] = [...]`.
+            [
+                dict(type='Resize', scale_factor=s, keep_ratio=True)
+                for s in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+            ],
             [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal'),

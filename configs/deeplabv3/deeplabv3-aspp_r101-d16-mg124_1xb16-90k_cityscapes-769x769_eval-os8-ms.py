@@ -2,17 +2,8 @@
 # averaged (Sec. 4.2), no flip. Test-time augmentation is switched on by --tta:
 #     python tools/test.py configs/deeplabv3/<this file> \
 #         work_dirs/deeplabv3-aspp_r101-d16-mg124_1xb16-90k_cityscapes-769x769/iter_90000.pth --tta
-_base_ = ['./deeplabv3-aspp_r101-d16-mg124_1xb16-90k_cityscapes-769x769_eval-os8.py']
+_base_ = ['./deeplabv3-aspp_r101-d16-mg124_1xb16-90k_cityscapes-769x769_eval-os8-ms-flip.py']
 # Multi-scale {0.75, 1, 1.25} ("we could fit scales = {0.75, 1, 1.25} on a K40 GPU"), no flip.
-tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale_factor=s, keep_ratio=True) for s in (0.75, 1.0, 1.25)],
-            [dict(type='RandomFlip', prob=0., direction='horizontal')],
-            [dict(type='CheckedLoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ]),
-]
+tta_pipeline = _base_.tta_pipeline
+tta_pipeline[1].transforms[1] = [dict(type='RandomFlip', prob=0., direction='horizontal')]
 paper_ref = dict(table='Table 12', row='OS=8 + MS', miou=79.06)

@@ -30,20 +30,9 @@ test_evaluator = dict(
     format_only=True,
     keep_results=True,
     output_dir='work_dirs/format_results/cityscapes_test')
-tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(type='Resize', scale_factor=s, keep_ratio=True)
-                for s in (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-            ],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='PackSegInputs')],
-        ]),
+tta_pipeline = _base_.tta_pipeline
+tta_pipeline[1].transforms[0] = [
+    dict(type='Resize', scale_factor=s, keep_ratio=True) for s in (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 ]
+del tta_pipeline[1].transforms[2]  # the test split has no labels
 paper_ref = dict(table='Table 13', row='DeepLabv3', miou=81.3)

@@ -4,18 +4,6 @@
 #         work_dirs/deeplabv3-block7_r101-d16-mg121_1xb16-30k_voc12aug-513x513/iter_30000.pth --tta
 _base_ = ['./deeplabv3-block7_r101-d16-mg121_1xb16-30k_voc12aug-513x513_eval-os8.py']
 # Multi-scale {0.5, ..., 1.75} without the flipped copies.
-tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(type='Resize', scale_factor=s, keep_ratio=True)
-                for s in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-            ],
-            [dict(type='RandomFlip', prob=0., direction='horizontal')],
-            [dict(type='CheckedLoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ]),
-]
+tta_pipeline = _base_.tta_pipeline
+tta_pipeline[1].transforms[1] = [dict(type='RandomFlip', prob=0., direction='horizontal')]
 paper_ref = dict(table='Table 4', row='OS=8 + MS', miou=78.93)
