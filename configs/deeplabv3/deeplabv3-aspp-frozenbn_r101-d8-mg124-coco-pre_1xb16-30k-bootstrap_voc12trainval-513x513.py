@@ -46,20 +46,6 @@ test_dataloader = dict(
 test_evaluator = dict(
     type='IoUMetric', iou_metrics=['mIoU'], format_only=True,
     output_dir='work_dirs/format_results/voc12_test')
-tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(type='Resize', scale_factor=s, keep_ratio=True)
-                for s in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-            ],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='PackSegInputs')],
-        ]),
-]
+tta_pipeline = _base_.tta_pipeline
+del tta_pipeline[1].transforms[2]  # no test labels to load
 paper_ref = dict(table='Table 7', row='DeepLabv3', miou=85.7)
