@@ -42,11 +42,11 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert float(match.group(2)) == round(results['ms_flip']['mIoU'], 2)
     # ... and which inference path this CPU got (bf16 only where it is native)
     assert re.search(r'inference\s+fast path', out) and summary['inference'] in out
-    for name in ('single_scale', 'ms_flip'):
-        overlays = results[name]['overlays']
-        assert overlays.startswith(str(work_dir)) and osp.relpath(overlays, REPO) in out
-        pictures = [f for f in os.listdir(overlays) if f.endswith('.png')]
-        assert len(pictures) == 2, pictures  # one per validation image
+    overlays = results['single_scale']['overlays']
+    assert overlays.startswith(str(work_dir)) and osp.relpath(overlays, REPO) in out
+    pictures = [f for f in os.listdir(overlays) if f.endswith('.png')]
+    assert len(pictures) == 2, pictures  # one per validation image
+    assert 'overlays' not in results['ms_flip']  # drawn once: the visualizer dominates a test
     assert osp.isfile(summary['checkpoint']) and summary['checkpoint'].startswith(str(work_dir))
     meta = json.loads((data_root / 'synthetic_shapes.json').read_text())
     assert (meta['num_train'], meta['num_val'], meta['seed']) == (4, 2, 1)
