@@ -1,5 +1,6 @@
 """Inference API, mmseg's inferencer for the plugin's configs, and the fast inference path."""
-from .fast_inference import FastInferenceModel, fold_bn_into_conv, fuse_conv_bn, register_conv_bn_pairs
+from .fast_inference import (FastInferenceModel, fold_bn_into_conv, fuse_conv_bn,
+                             register_conv_bn_pairs)
 from .hooks import FastInferenceHook
 from .inference import build_segmentor, inference_model, init_model
 from .inferencer import DeepLabV3Inferencer

@@ -1,9 +1,8 @@
 """The fast inference path: channels_last, BN folded into convolutions, optional bf16/compile.
 
-CPU DeepLabV3 inference is dominated by the dilated block4 and ASPP convolutions (paper
-Sec. 3.3). NHWC is oneDNN's native layout; folding BN removes a pass over every activation;
-bf16 autocast pays only where the CPU has native bf16 (AVX512-BF16/AMX); ``torch.compile``
-pays over many images of one size. Only bf16 changes numerics beyond rounding.
+CPU inference is dominated by the dilated block4 and ASPP convolutions (paper Sec. 3.3): NHWC
+is oneDNN's native layout, folding BN saves a pass over every activation, bf16 pays only with
+native bf16 (AVX512-BF16/AMX). Only bf16 changes numerics beyond rounding.
 """
 import copy
 import warnings
@@ -55,17 +54,9 @@ _PAIR_FINDERS: Dict[type, PairFinder] = {
 
 
 def register_conv_bn_pairs(module_type: type, finder: PairFinder) -> None:
-    """Teach :func:`fuse_conv_bn` the conv -> BN pairs of another module type.
-
-    That a conv feeds only a given BN is a fact of the module's ``forward``, not of its
-    children, so each type states it; subclasses use their nearest registered base's finder.
-    """
+    """Teach :func:`fuse_conv_bn` the conv -> BN pairs of another module type (a fact of its
+    ``forward``, not of its children); subclasses use their nearest registered base's."""
     _PAIR_FINDERS[module_type] = finder
-
-
-def _find_pairs(module: nn.Module) -> List[Tuple[str, str]]:
-    finder = next((_PAIR_FINDERS[k] for k in type(module).__mro__ if k in _PAIR_FINDERS), None)
-    return finder(module) if finder else []
 
 
 @torch.no_grad()
@@ -76,12 +67,9 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> None:
                          'track_running_stats=False: folding uses the running statistics; call '
                          'model.eval() first')
 
-    def double(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if t is None else t.double()
-
-    weight, bias = fuse_conv_bn_weights(
-        conv.weight.double(), double(conv.bias), bn.running_mean.double(),
-        bn.running_var.double(), bn.eps, double(bn.weight), double(bn.bias))
+    weight, bias = fuse_conv_bn_weights(*[None if t is None else t.double() for t in (
+        conv.weight, conv.bias, bn.running_mean, bn.running_var)], bn.eps,
+        *[None if t is None else t.double() for t in (bn.weight, bn.bias)])
     grad, dtype = conv.weight.requires_grad, conv.weight.dtype
     conv.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=grad)
     conv.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=grad)
@@ -93,8 +81,10 @@ def fuse_conv_bn(model: nn.Module) -> int:
     Folded BNs become ``nn.Identity``, so strides/dilations (and output-stride switching) stay,
     but the ``state_dict`` loses the BN entries: fold a copy, keep training the original.
     """
-    todo = [(parent, getattr(parent, conv), norm) for parent in model.modules()
-            for conv, norm in _find_pairs(parent)]
+    finders = [(parent, next((_PAIR_FINDERS[k] for k in type(parent).__mro__
+                              if k in _PAIR_FINDERS), lambda m: [])) for parent in model.modules()]
+    todo = [(parent, getattr(parent, conv), norm) for parent, finder in finders
+            for conv, norm in finder(parent)]
     # Plain convs only: subclasses such as deformable convs compute something else.
     todo = [(parent, conv, norm) for parent, conv, norm in todo
             if isinstance(conv, nn.Conv2d) and isinstance(getattr(parent, norm), _BatchNorm)
@@ -109,43 +99,31 @@ def _network(model: EncoderDecoder) -> List[nn.Module]:
     return [model.backbone] + ([model.neck] if model.with_neck else []) + [model.decode_head]
 
 
-def _bf16_forward(forward: Callable, device_type: str, float_output: bool) -> Callable:
-    def run(*args, **kwargs):
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
-            output = forward(*args, **kwargs)
-        return output.float() if float_output else output
-
-    return run
-
-
 def _use_bf16(model: EncoderDecoder) -> None:
     """bf16 network with bf16 conv weights stored once; logits leave the head in float32."""
     device_type = next(model.parameters()).device.type
+
+    def bf16(forward: Callable, float_output: bool) -> Callable:
+        def run(*args, **kwargs):
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+                output = forward(*args, **kwargs)
+            return output.float() if float_output else output
+        return run
+
     for module in _network(model):
         for conv in module.modules():
             if isinstance(conv, nn.Conv2d):
                 conv.to(torch.bfloat16)
-        module.forward = _bf16_forward(module.forward, device_type,
-                                       float_output=module is model.decode_head)
+        module.forward = bf16(module.forward, module is model.decode_head)
 
 
 class FastInferenceModel(nn.Module):
     """An eval-only segmentor on the fast path, with the wrapped segmentor's interface.
 
-    It offers ``test_step``/``val_step``/``forward`` and reads any other attribute
-    (``dataset_meta``, ``cfg``, ``decode_head`` ...) from the wrapped segmentor, so mmengine's
-    loops, mmseg's APIs and ``SegTTAModel`` take it as the segmentor.
-
-    Args:
-        model (BaseSegmentor): The segmentor; put in eval mode (its ``test_output_stride``
-            applies) before anything is folded.
-        channels_last (bool): NHWC weights and inputs. Defaults to True.
-        fuse_bn (bool): Fold BatchNorm into the convolutions. Defaults to True.
-        bf16 (bool): bf16 autocast of backbone and decode head (an ``EncoderDecoder``); logits
-            in float32. Defaults to False.
-        compile (bool): ``torch.compile`` backbone and decode head (inductor, frozen weights;
-            an ``EncoderDecoder``). Defaults to False.
-        copy_model (bool): Work on a deep copy, so ``model`` stays trainable. Defaults to True.
+    Other attributes (``dataset_meta``, ``cfg``, ``decode_head`` ...) are the segmentor's, so
+    mmengine's loops, mmseg's APIs and ``SegTTAModel`` take it as the segmentor. It is put in
+    eval mode (its ``test_output_stride`` applies) before folding; ``bf16`` and ``compile``
+    change an ``EncoderDecoder``'s backbone and head; ``copy_model`` keeps ``model`` trainable.
     """
 
     def __init__(self, model: BaseSegmentor, channels_last: bool = True, fuse_bn: bool = True,
@@ -171,10 +149,7 @@ class FastInferenceModel(nn.Module):
             # Instance ``forward``s, because mmseg's heads call ``self.forward`` in ``predict``.
             for module in _network(model):
                 module.forward = torch.compile(module.forward, options={'freezing': True})
-        self.module = model
-        self.channels_last = channels_last
-        self.bf16 = bf16
-        self.compiled = compile
+        self.module, self.channels_last, self.bf16 = model, channels_last, bf16
         super().train(False)
 
     def __getattr__(self, name: str):
@@ -205,5 +180,4 @@ class FastInferenceModel(nn.Module):
     def test_step(self, data) -> list:
         return self(**self.module.data_preprocessor(data, False), mode='predict')
 
-    def val_step(self, data) -> list:
-        return self.test_step(data)
+    val_step = test_step

@@ -37,10 +37,9 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
                     device: str = 'cpu') -> nn.Module:
     """Build ``config``'s segmentor in eval mode: the one builder of the package.
 
-    No pretrained download (weights come from ``checkpoint``; None keeps the initialisation),
-    SyncBN as BN (one process), a checkpoint that must fit (only the training-only auxiliary
-    head may differ: mmengine would leave misfits random), ``dataset_meta`` from the checkpoint
-    and ``model.cfg`` set. ``output_stride`` sets the plugin segmentor's ``test_output_stride``.
+    No pretrained download, SyncBN as BN (one process), a checkpoint that must fit but for the
+    training-only auxiliary head (mmengine would leave misfits random), ``dataset_meta`` and
+    ``model.cfg`` set; ``output_stride`` sets the plugin's ``test_output_stride``.
     """
     cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(str(config))
     name = cfg.filename or '<config>'
@@ -52,7 +51,24 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
     model_cfg.pop('pretrained', None)
     model_cfg.get('backbone', {}).pop('init_cfg', None)
     model = revert_sync_batchnorm(MODELS.build(model_cfg))
-    meta = _load_fitting_checkpoint(model, checkpoint) if checkpoint is not None else {}
+    meta = {}
+    if checkpoint is not None:
+        if '://' not in checkpoint:  # URLs (open-mmlab://, https://) go to mmengine's loaders
+            check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
+                              'tools/train.py or tools/convert_torchvision.py.')
+        import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
+        loaded = _load_checkpoint(checkpoint, map_location='cpu')
+        state = checkpoint_state_dict(loaded)  # mmengine's revise_keys: no DDP 'module.'
+        mismatch = compare_state_dicts(*[
+            {k: v for k, v in entries.items() if not k.startswith('auxiliary_head.')}
+            for entries in (model.state_dict(), state)])
+        if mismatch:
+            raise CheckpointMismatchError(
+                f'checkpoint {checkpoint!r} does not fit the {type(model).__name__} model of '
+                f'the config: {mismatch.describe()} Use the config it was trained or converted '
+                'with.')
+        model.load_state_dict(state, strict=False)
+        meta = loaded.get('meta') or {}
     if output_stride is not None:
         if not hasattr(model, 'test_output_stride'):
             raise UserInputError(
@@ -67,38 +83,14 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
     return model.to(device).eval()
 
 
-def _load_fitting_checkpoint(model: nn.Module, checkpoint: str) -> dict:
-    """Load ``checkpoint`` into ``model`` if it fits (auxiliary head aside); returns its meta."""
-    if '://' not in checkpoint:  # URLs (open-mmlab://, https://) go to mmengine's loaders
-        check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
-                          'tools/train.py or tools/convert_torchvision.py.')
-    import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
-    loaded = _load_checkpoint(checkpoint, map_location='cpu')
-    if not isinstance(loaded, dict):
-        raise UserInputError(f'checkpoint {checkpoint!r} holds no state dict.')
-    state = checkpoint_state_dict(loaded)  # mmengine's revise_keys: no DDP 'module.' prefix
-
-    def without_aux(entries: dict) -> dict:
-        return {k: v for k, v in entries.items() if not k.startswith('auxiliary_head.')}
-
-    mismatch = compare_state_dicts(without_aux(model.state_dict()), without_aux(state))
-    if mismatch:
-        raise CheckpointMismatchError(
-            f'checkpoint {checkpoint!r} does not fit the {type(model).__name__} model of the '
-            f'config: {mismatch.describe()} Use the config it was trained or converted with.')
-    model.load_state_dict(state, strict=False)
-    return loaded.get('meta', {}) or {}
-
-
 def init_model(config: Union[str, Path, Config], checkpoint: Optional[str] = None,
                device: str = 'cpu', fast: bool = True, bf16: bool = False,
                force_bf16: bool = False, compile: bool = False,
                cfg_options: Optional[dict] = None) -> nn.Module:
     """:func:`build_segmentor`, then (``fast=True``) its :class:`FastInferenceModel`.
 
-    ``bf16`` is applied only where it pays (a GPU or a CPU with native bf16; elsewhere one
-    warning gives the measured cost), ``force_bf16`` everywhere; both and ``compile`` need
-    ``fast=True``.
+    ``bf16`` applies only where it pays (GPU, native-bf16 CPU; elsewhere a warning gives the
+    cost), ``force_bf16`` everywhere.
     """
     if (bf16 or force_bf16 or compile) and not fast:
         raise ValueError('init_model: bf16=True or compile=True needs fast=True (they are '
@@ -145,10 +137,9 @@ def inference_model(model: nn.Module, img: Union[ImageType, Sequence[ImageType]]
                     ) -> Union[np.ndarray, List[np.ndarray]]:
     """``(H, W)`` int64 label map(s) at the original size of an image or of each of a list.
 
-    Images are file paths or BGR arrays (as ``mmcv.imread`` gives), run one at a time through
-    ``model.cfg``'s test pipeline (label steps dropped), so sizes may be mixed. Unlike
-    :func:`mmseg.apis.inference_model`, ``model.cfg`` is not edited and the plugin's checked
-    pipelines work.
+    Paths or BGR arrays, one at a time through ``model.cfg``'s test pipeline (sizes may mix).
+    Unlike :func:`mmseg.apis.inference_model` it leaves ``model.cfg`` unedited and runs the
+    plugin's checked pipelines.
     """
     cfg = model.cfg
     pipeline = Compose(inference_pipeline(cfg.get('test_pipeline')

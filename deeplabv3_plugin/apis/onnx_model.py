@@ -58,9 +58,7 @@ class ONNXRuntimeSegmentor(BaseSegmentor):
         return self.encode_decode(inputs, None)
 
     def extract_feat(self, inputs: torch.Tensor):
-        raise NotImplementedError('ONNXRuntimeSegmentor runs the whole exported graph; it has '
-                                  'no separate features')
+        raise NotImplementedError('ONNXRuntimeSegmentor runs the whole graph: no features')
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
-        raise NotImplementedError('ONNXRuntimeSegmentor is inference-only; train the PyTorch '
-                                  'model and export it again')
+        raise NotImplementedError('ONNXRuntimeSegmentor is inference-only')

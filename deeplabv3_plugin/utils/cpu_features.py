@@ -51,10 +51,8 @@ class CPUFeatures:
 
 @functools.lru_cache(maxsize=None)
 def cpu_features() -> CPUFeatures:
-    """The features of the CPU this process runs on (its first processor, read once).
-
-    The name gets family and model numbers: virtual machines often show only a brand.
-    """
+    """The features of this CPU (first processor, read once); the name gets family and model
+    numbers, as virtual machines often show only a brand."""
     fields = {}
     try:
         with open('/proc/cpuinfo') as cpuinfo:
@@ -79,10 +77,8 @@ def cpu_features() -> CPUFeatures:
 
 @functools.lru_cache(maxsize=None)
 def bf16_slowdown(training: bool = False) -> float:
-    """bf16 autocast time / float32 time of a channels_last 64-channel 3x3 conv, measured now.
-
-    Forward (and backward with ``training``), median of 5; about half a second.
-    """
+    """bf16 autocast / float32 time of a channels_last 64-channel 3x3 conv (forward, and
+    backward with ``training``), measured now: median of 5, about half a second."""
     generator = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
     image = torch.randn(1, 64, 64, 64, generator=generator).contiguous(
@@ -105,10 +101,9 @@ def bf16_slowdown(training: bool = False) -> float:
 
 def resolve_bf16(requested: bool, force: bool = False, device: str = 'cpu',
                  what: str = 'bf16') -> bool:
-    """Whether to run bf16: requested (or forced), and native here unless forced.
+    """Whether to run bf16: requested and native here, or forced; GPUs are not second-guessed.
 
-    On a CPU without native bf16 a request is turned down (``force``: run anyway) with one
-    warning giving the measured cost. GPUs are not second-guessed. ``what`` names the request.
+    Without native bf16, one warning (``what`` names the request) gives the measured cost.
     """
     if not (requested or force):
         return False

@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -16,9 +16,6 @@ from torch import Tensor
 from deeplabv3_plugin.engine.checkpoint_checks import checkpoint_state_dict, compare_state_dicts
 from deeplabv3_plugin.engine.errors import listing
 from .torchvision_geometry import TorchvisionConversionError, check_torchvision_geometry
-
-if TYPE_CHECKING:
-    from mmengine.config import Config
 
 __all__ = [
     'TorchvisionConversionError', 'torchvision_prefix_map', 'torchvision_to_plugin_key',
@@ -125,14 +122,12 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
             unknown.append(key)
         else:
             renamed[new_key] = key
-    notes = []
     has_aux = any(k.startswith('aux_classifier.') for k in source)
     required = [k for k in target if has_aux or not k.startswith('auxiliary_head.')]
-    if len(required) < len(target):
-        notes.append('the source has no aux_classifier (torchvision aux_loss=False): the '
-                     'auxiliary_head is not in the converted checkpoint and keeps its '
-                     'initialisation when the checkpoint is loaded; it only adds a training '
-                     'loss (set model.auxiliary_head=None to train without it).')
+    notes = [] if len(required) == len(target) else [
+        'the source has no aux_classifier (torchvision aux_loss=False): the auxiliary_head is not '
+        'in the converted checkpoint and keeps its initialisation when the checkpoint is loaded; '
+        'it only adds a training loss (set model.auxiliary_head=None to train without it).']
     mismatch = compare_state_dicts({k: target[k] for k in required},
                                    {dst: source[src] for dst, src in renamed.items()})
     problems = []
@@ -162,16 +157,14 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
             'not a torchvision DeepLabV3 state dict that fits the target config: ' +
             '; '.join(problems) + '.')
 
-    converted = OrderedDict()
-    for key in required:
-        if key in renamed:
-            converted[key] = source[renamed[key]].detach().clone()
-        else:  # a num_batches_tracked counter the source lacks
-            converted[key] = torch.zeros_like(target[key], device='cpu')
+    # Keys not renamed are num_batches_tracked counters the source lacks.
+    converted = OrderedDict((key, source[renamed[key]].detach().clone() if key in renamed
+                             else torch.zeros_like(target[key], device='cpu'))
+                            for key in required)
     return converted, notes
 
 
-def convert_torchvision_checkpoint(src: str, dst: str, config: Union[str, 'Config'],
+def convert_torchvision_checkpoint(src: str, dst: str, config,
                                    cfg_options: Optional[dict] = None) -> dict:
     """Convert torchvision file ``src`` into an mmengine checkpoint ``dst`` of ``config``.
 
