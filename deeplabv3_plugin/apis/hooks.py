@@ -41,8 +41,8 @@ class FastInferenceHook(Hook):
         self.loops = tuple(loops)
         self._original: Optional[nn.Module] = None
 
-    def _swap_in(self, runner, loop: str) -> None:
-        if loop not in self.loops:
+    def _before_epoch(self, runner, mode: str = 'train') -> None:
+        if mode not in self.loops:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if isinstance(model, BaseTTAModel):
@@ -52,21 +52,10 @@ class FastInferenceHook(Hook):
         else:
             fast = inner = FastInferenceModel(model, **self.options)
         self._original, runner.model = runner.model, fast
-        runner.logger.info(f'FastInferenceHook: {loop} runs on a fast copy of the model '
+        runner.logger.info(f'FastInferenceHook: {mode} runs on a fast copy of the model '
                            f'({self.options}, {inner.num_fused_bn} BN folded)')
 
-    def _swap_out(self, runner) -> None:
+    def _after_epoch(self, runner, mode: str = 'train') -> None:
+        # mmengine's before/after_{val,test}_epoch call these two with the loop's name.
         if self._original is not None:
             runner.model, self._original = self._original, None
-
-    def before_val_epoch(self, runner) -> None:
-        self._swap_in(runner, 'val')
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self._swap_out(runner)
-
-    def before_test_epoch(self, runner) -> None:
-        self._swap_in(runner, 'test')
-
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        self._swap_out(runner)
