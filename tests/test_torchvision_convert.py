@@ -27,9 +27,10 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from deeplabv3_plugin.apis import build_segmentor
 from deeplabv3_plugin.engine.errors import UserInputError
 from deeplabv3_plugin.utils.torchvision_convert import (
-    TorchvisionConversionError, build_target_model, check_torchvision_geometry,
+    TorchvisionConversionError, check_torchvision_geometry,
     convert_state_dict, convert_torchvision_checkpoint, detect_resnet_depth,
     load_torchvision_state_dict, plugin_to_torchvision_key, torchvision_to_plugin_key)
 
@@ -296,15 +297,16 @@ def test_unreadable_sources_are_named(tmp_path):
     ({'model.data_preprocessor.bgr_to_rgb': False}, r'data_preprocessor must normalise'),
 ], ids=['uncontracted', 'deep-stem', 'os16', 'align-corners', 'aux-concat', 'bgr'])
 def test_config_that_is_not_torchvision_is_refused(configs, option, message):
-    model, _ = build_target_model(configs[50], option)
+    model = build_segmentor(configs[50], cfg_options=option)
     with pytest.raises(TorchvisionConversionError, match=message):
         check_torchvision_geometry(model)
 
 
 def test_paper_protocol_variant_is_accepted(configs):
     """Train at OS 16, evaluate at OS 8: the eval-mode model is still torchvision's."""
-    model, _ = build_target_model(
-        configs[50], {'model.output_stride': 16, 'model.test_output_stride': 8})
+    model = build_segmentor(
+        configs[50], cfg_options={'model.output_stride': 16, 'model.test_output_stride': 8})
+    model.train()
     check_torchvision_geometry(model)
     assert model.training and model.decode_head.effective_rates == (6, 12, 18)
 

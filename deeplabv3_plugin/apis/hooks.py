@@ -1,6 +1,6 @@
 """An mmengine hook that runs validation and testing through the fast inference path."""
 import copy
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
@@ -16,76 +16,46 @@ LOOPS = ('val', 'test')
 
 @HOOKS.register_module()
 class FastInferenceHook(Hook):
-    """Swap an eval-only fast copy of the model in for the val/test loops, then swap it back.
+    """Swap a fast eval-only copy of the model in for the val/test loops, then swap it back.
 
-    The copy (:class:`FastInferenceModel` of the segmentor, inside ``SegTTAModel`` with
-    ``--tta``) is made before each epoch, so the trained model, its checkpoints, optimizer and
-    output-stride switch are untouched. ``BELOW_NORMAL`` priority copies after ``EMAHook`` has
-    swapped the EMA weights in, and restores before ``CheckpointHook`` saves a best checkpoint.
-    Enable it with ``custom_hooks = [dict(type='FastInferenceHook')]`` or ``tools/test.py``.
+    The copy is made before each epoch, so the trained model, its checkpoints, optimizer and
+    output-stride switch are untouched. ``BELOW_NORMAL`` copies after ``EMAHook`` has swapped
+    the EMA weights in, and restores before ``CheckpointHook`` saves a best checkpoint. With
+    ``--tta`` the ``SegTTAModel``'s segmentor runs fast, the float32 merge stays.
 
     Args:
-        channels_last: NHWC weights and inputs (same numerics). Default: True.
-        fuse_bn: Fold BN into the convolutions (same numerics up to rounding). Default: True.
-        bf16: bf16 autocast (changes numerics; see the README). Default: False.
-        compile: ``torch.compile`` the copy's backbone and head (recompiled each epoch).
-            Default: False.
+        channels_last, fuse_bn, bf16, compile: As :class:`FastInferenceModel` (``compile``
+            recompiles each epoch).
         loops: Which of ``('val', 'test')`` run fast. Default: both.
     """
 
     priority = 'BELOW_NORMAL'
 
-    def __init__(self,
-                 channels_last: bool = True,
-                 fuse_bn: bool = True,
-                 bf16: bool = False,
-                 compile: bool = False,
-                 loops: Sequence[str] = LOOPS) -> None:
+    def __init__(self, channels_last: bool = True, fuse_bn: bool = True, bf16: bool = False,
+                 compile: bool = False, loops: Sequence[str] = LOOPS) -> None:
         if isinstance(loops, str) or not set(loops) <= set(LOOPS):
             raise ValueError(f'FastInferenceHook: loops={loops!r} is not allowed: expected a '
                              f'sequence of names from {LOOPS}')
-        self.channels_last = channels_last
-        self.fuse_bn = fuse_bn
-        self.bf16 = bf16
-        self.compile = compile
+        self.options = dict(channels_last=channels_last, fuse_bn=fuse_bn, bf16=bf16,
+                            compile=compile)
         self.loops = tuple(loops)
         self._original: Optional[nn.Module] = None
 
-    def _fast(self, model: nn.Module) -> Union[FastInferenceModel, BaseTTAModel]:
-        options = dict(channels_last=self.channels_last, fuse_bn=self.fuse_bn, bf16=self.bf16,
-                       compile=self.compile)
-        if isinstance(model, BaseTTAModel):  # speed up its segmentor; keep the float32 merge
-            tta = copy.deepcopy(model)
-            tta.module = FastInferenceModel(tta.module, copy_model=False, **options)
-            return tta
-        return FastInferenceModel(model, **options)
-
-    def _swap_in(self, runner, loop: str) -> None:
-        if loop not in self.loops:
+    def _before_epoch(self, runner, mode: str = 'train') -> None:
+        if mode not in self.loops:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        fast = self._fast(model)
-        self._original = runner.model
-        runner.model = fast
-        inner = fast.module if isinstance(fast, BaseTTAModel) else fast
-        runner.logger.info(
-            f'FastInferenceHook: {loop} runs on a fast copy of the model (channels_last='
-            f'{self.channels_last}, fuse_bn={self.fuse_bn}: {inner.num_fused_bn} BN folded, '
-            f'bf16={self.bf16}, compile={self.compile})')
+        if isinstance(model, BaseTTAModel):
+            fast = copy.deepcopy(model)
+            fast.module = inner = FastInferenceModel(fast.module, copy_model=False,
+                                                     **self.options)
+        else:
+            fast = inner = FastInferenceModel(model, **self.options)
+        self._original, runner.model = runner.model, fast
+        runner.logger.info(f'FastInferenceHook: {mode} runs on a fast copy of the model '
+                           f'({self.options}, {inner.num_fused_bn} BN folded)')
 
-    def _swap_out(self, runner) -> None:
+    def _after_epoch(self, runner, mode: str = 'train') -> None:
+        # mmengine's before/after_{val,test}_epoch call these two with the loop's name.
         if self._original is not None:
-            runner.model = self._original
-            self._original = None
-
-    def before_val_epoch(self, runner) -> None:
-        self._swap_in(runner, 'val')
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self._swap_out(runner)
-
-    def before_test_epoch(self, runner) -> None:
-        self._swap_in(runner, 'test')
-
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        self._swap_out(runner)
+            runner.model, self._original = self._original, None

@@ -1,15 +1,7 @@
 """An exported ONNX model (float32 or int8) as an mmseg segmentor, run by ONNX Runtime.
 
-``tools/test.py CONFIG model.onnx`` tests it through the config's dataset, test pipeline,
-data preprocessor (padding canvas included) and metric, so its mIoU compares with the PyTorch
-model's: :func:`deeplabv3_plugin.engine.tool_options.use_onnx_model` puts
-:class:`ONNXRuntimeSegmentor` in the config's place. ``--tta`` works too (``SegTTAModel`` calls
-its ``test_step`` per view).
-
-The exported graph takes raw images (BGR, 0..255) and normalises them itself
-(:mod:`deeplabv3_plugin.utils.onnx_export`), while mmseg's data preprocessor hands over the
-normalised, padded batch; the segmentor undoes the normalisation, so the padding is the mean
-colour, which the graph normalises back to the zeros the PyTorch model sees.
+``tools/test.py CONFIG model.onnx`` tests it through the config's dataset, pipeline, data
+preprocessor and metric, so its mIoU compares with the PyTorch model's (``--tta`` too).
 """
 from typing import List, Optional
 
@@ -26,12 +18,10 @@ class ONNXRuntimeSegmentor(BaseSegmentor):
     """Whole-image inference with an ONNX model of ``tools/export_onnx.py`` (inference only).
 
     Args:
-        onnx_file (str): The ``.onnx`` file (input ``image``, output ``logits`` at the input
-            size; exported with the normalisation in the graph, the default).
+        onnx_file (str): Exported with the normalisation in the graph (the default).
         data_preprocessor (dict): The config's ``SegDataPreProcessor``.
         align_corners (bool): The decode head's, for resizing logits to the original image.
-        threads (int, optional): ONNX Runtime's intra-op threads; None: torch's thread count
-            (``OMP_NUM_THREADS``), as the PyTorch model would use.
+        threads (int, optional): ONNX Runtime's intra-op threads; None: torch's thread count.
     """
 
     def __init__(self, onnx_file: str, data_preprocessor: dict, align_corners: bool = False,
@@ -46,7 +36,8 @@ class ONNXRuntimeSegmentor(BaseSegmentor):
         self.align_corners = align_corners
 
     def _raw_images(self, inputs: torch.Tensor) -> np.ndarray:
-        """The preprocessed batch back in the graph's input form: BGR, 0..255, float32."""
+        """The preprocessed batch back in the graph's input (BGR, 0..255): padding becomes the
+        mean colour, which the graph normalises back to the zeros PyTorch sees."""
         preprocessor = self.data_preprocessor
         images = inputs.float()
         if getattr(preprocessor, '_enable_normalize', False):
@@ -56,12 +47,10 @@ class ONNXRuntimeSegmentor(BaseSegmentor):
         return images.cpu().numpy()
 
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
-        """Logits at the (padded) input size, from ONNX Runtime."""
         logits = self.session.run(None, {'image': self._raw_images(inputs)})[0]
         return torch.from_numpy(logits)
 
     def predict(self, inputs: torch.Tensor, data_samples: Optional[list] = None) -> list:
-        """Label maps (and logits) at each image's original size, as ``EncoderDecoder``."""
         metas = [sample.metainfo for sample in data_samples] if data_samples else None
         return self.postprocess_result(self.encode_decode(inputs, metas), data_samples)
 
@@ -69,9 +58,7 @@ class ONNXRuntimeSegmentor(BaseSegmentor):
         return self.encode_decode(inputs, None)
 
     def extract_feat(self, inputs: torch.Tensor):
-        raise NotImplementedError('ONNXRuntimeSegmentor runs the whole exported graph; it has '
-                                  'no separate features')
+        raise NotImplementedError('ONNXRuntimeSegmentor runs the whole graph: no features')
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
-        raise NotImplementedError('ONNXRuntimeSegmentor is inference-only; train the PyTorch '
-                                  'model and export it again')
+        raise NotImplementedError('ONNXRuntimeSegmentor is inference-only')

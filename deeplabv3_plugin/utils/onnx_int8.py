@@ -1,24 +1,12 @@
 """int8 post-training static quantization of the exported model, with ONNX Runtime.
 
-``tools/export_onnx.py ... --int8 --calib-dir DIR`` runs :func:`quantize_int8` on the float32
-graph of :mod:`.onnx_export` (BN already folded into the convolutions): ONNX Runtime's
-pre-processing (shape inference, graph optimisation), MinMax calibration on real images, then
-QDQ quantization with per-channel int8 weights and uint8 activations. Image pooling
-(``ReduceMean`` + broadcast) and the dynamic batch/height/width stay as they were: only the
-operators ONNX Runtime can run in int8 get quantize/dequantize pairs, the rest (bilinear
-``Resize``, ``ReduceMean``, the normalisation) stays float32 (:func:`int8_summary` lists both).
-
-Why ONNX Runtime and not PyTorch's x86 quantization: it is an existing engine that runs the
-model's whole graph with dynamic sizes, and the plugin already exports and checks that graph.
-
-Saturation: without VNNI, ONNX Runtime's x86 int8 kernels multiply u8 x s8 pairs with
-``vpmaddubsw``, whose 16-bit sums can saturate; ONNX Runtime's documented remedy is
-``reduce_range`` (7-bit weights), which :func:`quantize_int8` applies by default on such CPUs
-(a model quantized for one CPU kind still runs on the other).
+MinMax calibration on real images, QDQ with per-channel int8 weights and uint8 activations; only
+operators ONNX Runtime runs in int8 are quantized, the rest (``Resize``, ``ReduceMean``, the
+normalisation) stays float32. Without VNNI, x86 int8 kernels can saturate their u8 x s8 sums,
+so ``reduce_range`` (7-bit weights, ONNX Runtime's documented remedy) is the default there.
 """
 import contextlib
 import glob
-import os
 import os.path as osp
 import tempfile
 from collections import Counter
@@ -57,8 +45,6 @@ def _reader(files: List[str]):
     from onnxruntime.quantization import CalibrationDataReader
 
     class ImageReader(CalibrationDataReader):
-        """One image at a time, as the graph takes it: (1, 3, H, W) float32, BGR, 0..255."""
-
         def __init__(self) -> None:
             self.files = iter(files)
 
@@ -76,14 +62,9 @@ def _reader(files: List[str]):
 
 def quantize_int8(fp32_file: str, out_file: str, images: List[str],
                   reduce_range: Optional[bool] = None) -> None:
-    """Write the statically quantized (QDQ, per-channel) int8 model of ``fp32_file``.
+    """Write the QDQ int8 model of ``fp32_file`` calibrated on ``images``.
 
-    Args:
-        fp32_file (str): The float32 ONNX model (:func:`.onnx_export.export_onnx`).
-        out_file (str): Where the int8 model goes.
-        images (list[str]): Calibration images (:func:`calibration_images`).
-        reduce_range (bool, optional): 7-bit weights against u8 x s8 saturation; None: where
-            this CPU has no VNNI.
+    ``reduce_range`` None: 7-bit weights where this CPU has no VNNI.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -99,22 +80,15 @@ def quantize_int8(fp32_file: str, out_file: str, images: List[str],
             quant_pre_process(fp32_file, prepared)
         except Exception:  # symbolic shape inference cannot follow every exported graph
             quant_pre_process(fp32_file, prepared, skip_symbolic_shape=True)
-        # (CalibMaxIntermediateOutputs would bound calibration memory, but ONNX Runtime 1.32
-        # drops the collected data instead of merging it, so all images are kept at once.)
         quantize_static(prepared, out_file, _reader(images), quant_format=QuantFormat.QDQ,
                         per_channel=True, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
-    if not osp.isfile(out_file) or os.path.getsize(out_file) == 0:
-        raise RuntimeError(f'ONNX Runtime wrote no int8 model to {out_file!r}')
 
 
 def int8_summary(onnx_file: str) -> Dict[str, Counter]:
-    """Operators of a QDQ model that run in int8 and those that stay float.
-
-    int8: a dequantized input and a quantized output (ONNX Runtime fuses such a
-    ``DequantizeLinear -> op -> QuantizeLinear`` group into one int8 kernel); float: the rest.
-    """
+    """Operators of a QDQ model that run in int8 (dequantized input, quantized output: ONNX
+    Runtime fuses such a group into one int8 kernel) and those that stay float."""
     import onnx
     graph = onnx.load(onnx_file).graph
     dequantized = {out for node in graph.node if node.op_type == 'DequantizeLinear'

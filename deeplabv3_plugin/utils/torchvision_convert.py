@@ -1,37 +1,27 @@
 """Convert torchvision's ``deeplabv3_resnet50/101`` weights into a checkpoint of this plugin.
 
-The paper's best VOC rows start from COCO pretraining (Table 6); no official DeepLabV3-ResNet
-checkpoint exists, and torchvision's (COCO subset, 21 VOC classes) is the closest public start.
-Its architecture is expressible here (``configs/torchvision/``): a 7x7-stem ResNet at OS 8 with
-contracted rates, the ASPP head plus Dropout(0.5) and one extra 3x3 conv, an FCN aux head on
-layer3, ``align_corners=False``, ImageNet mean/std in RGB. The conversion is a pure renaming
-(every tensor lands in one plugin tensor of the same shape), and
-:func:`~.torchvision_geometry.check_torchvision_geometry` refuses a config that would compute
-something else, so a successful conversion *is* the torchvision model.
+The paper's best VOC rows start from COCO pretraining (Table 6); torchvision's COCO-subset model
+(21 VOC classes) is the closest public start. The conversion is a pure renaming into the
+``configs/torchvision/`` model, whose function :func:`check_torchvision_geometry` pins.
 """
-import copy
 import os
 import os.path as osp
 import re
-import tempfile
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from deeplabv3_plugin.engine.checkpoint_checks import checkpoint_state_dict, compare_state_dicts
 from deeplabv3_plugin.engine.errors import listing
 from .torchvision_geometry import TorchvisionConversionError, check_torchvision_geometry
 
-if TYPE_CHECKING:
-    from mmengine.config import Config
-
 __all__ = [
     'TorchvisionConversionError', 'torchvision_prefix_map', 'torchvision_to_plugin_key',
     'plugin_to_torchvision_key', 'detect_resnet_depth', 'load_torchvision_state_dict',
-    'convert_state_dict', 'check_torchvision_geometry', 'build_target_model',
-    'convert_torchvision_checkpoint', 'default_config_for'
+    'convert_state_dict', 'check_torchvision_geometry', 'convert_torchvision_checkpoint',
+    'default_config_for'
 ]
 
 #: ResNet depth of torchvision's DeepLabV3 models, by the number of units in layer3.
@@ -41,12 +31,8 @@ _BACKBONE_MODULES = ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4')
 
 
 def torchvision_prefix_map(num_atrous_rates: int = 3) -> Dict[str, str]:
-    """torchvision prefix (ending in ``'.'``) -> plugin prefix; keys are renamed by their longest.
-
-    The backbone keeps its names (mmseg's ResNet uses torchvision's); the decode head's map is
-    owned by the head (:func:`~deeplabv3_plugin.models.decode_heads.torchvision_key_map`); the aux
-    ``FCNHead`` is ``Sequential(conv, bn, relu, dropout, conv)`` in torchvision.
-    """
+    """torchvision prefix -> plugin prefix (the backbone keeps its names; the head owns its map;
+    torchvision's aux ``FCNHead`` is ``Sequential(conv, bn, relu, dropout, conv)``)."""
     from deeplabv3_plugin.models.decode_heads import torchvision_key_map
 
     mapping = {f'backbone.{name}.': f'backbone.{name}.' for name in _BACKBONE_MODULES}
@@ -61,19 +47,17 @@ def torchvision_prefix_map(num_atrous_rates: int = 3) -> Dict[str, str]:
 
 
 def _rename(key: str, mapping: Mapping[str, str]) -> Optional[str]:
-    """Rename ``key`` by its longest prefix in ``mapping``; None if no prefix matches."""
     best = max((p for p in mapping if key.startswith(p)), key=len, default=None)
     return None if best is None else mapping[best] + key[len(best):]
 
 
 def torchvision_to_plugin_key(key: str, num_atrous_rates: int = 3) -> Optional[str]:
-    """The plugin key of a torchvision key (``classifier.0.convs.4.1.weight`` ->
-    ``decode_head.aspp.image_pool.conv.weight``), or None if torchvision has no such key."""
+    """The plugin key of a torchvision key, or None if torchvision has no such key."""
     return _rename(key, torchvision_prefix_map(num_atrous_rates))
 
 
 def plugin_to_torchvision_key(key: str, num_atrous_rates: int = 3) -> Optional[str]:
-    """The inverse of :func:`torchvision_to_plugin_key` (used to name missing source keys)."""
+    """The inverse of :func:`torchvision_to_plugin_key`."""
     inverse = {v: k for k, v in torchvision_prefix_map(num_atrous_rates).items()}
     return _rename(key, inverse)
 
@@ -95,11 +79,8 @@ def detect_resnet_depth(state_dict: Mapping[str, Tensor]) -> int:
 
 
 def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
-    """Read a torchvision state dict with weights only.
-
-    Also accepted: torchvision's reference-script checkpoints (``{'model': ...}``),
-    ``{'state_dict': ...}`` and DDP's ``module.`` prefix.
-    """
+    """Read a torchvision state dict with weights only (also ``{'model': ...}`` of torchvision's
+    reference scripts, ``{'state_dict': ...}``, DDP's ``module.`` prefix)."""
     from deeplabv3_plugin.engine.config_checks import check_file_exists
 
     check_file_exists(path, 'source checkpoint',
@@ -126,18 +107,11 @@ def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
 
 def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor],
                        num_atrous_rates: int = 3) -> Tuple['OrderedDict[str, Tensor]', List[str]]:
-    """Rename a torchvision state dict into the layout of ``target`` (a state dict, meta is fine).
+    """Rename a torchvision state dict into the layout of ``target``; returns it and notes.
 
     Every source key must fill a target key of the same shape and every target key be filled,
     except BN ``num_batches_tracked`` counters an old source lacks (zeros), and the target's
     ``auxiliary_head`` when the source has no ``aux_classifier`` (it only adds a training loss).
-
-    Returns:
-        The converted state dict (target key order) and notes for the user.
-
-    Raises:
-        TorchvisionConversionError: naming unknown, surplus and missing keys (by their
-            torchvision name), shape mismatches, and the option fixing a class-count mismatch.
     """
     mapping = torchvision_prefix_map(num_atrous_rates)
     renamed: Dict[str, str] = {}  # plugin key -> torchvision key
@@ -148,14 +122,12 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
             unknown.append(key)
         else:
             renamed[new_key] = key
-    notes = []
     has_aux = any(k.startswith('aux_classifier.') for k in source)
     required = [k for k in target if has_aux or not k.startswith('auxiliary_head.')]
-    if len(required) < len(target):
-        notes.append('the source has no aux_classifier (torchvision aux_loss=False): the '
-                     'auxiliary_head is not in the converted checkpoint and keeps its '
-                     'initialisation when the checkpoint is loaded; it only adds a training '
-                     'loss (set model.auxiliary_head=None to train without it).')
+    notes = [] if len(required) == len(target) else [
+        'the source has no aux_classifier (torchvision aux_loss=False): the auxiliary_head is not '
+        'in the converted checkpoint and keeps its initialisation when the checkpoint is loaded; '
+        'it only adds a training loss (set model.auxiliary_head=None to train without it).']
     mismatch = compare_state_dicts({k: target[k] for k in required},
                                    {dst: source[src] for dst, src in renamed.items()})
     problems = []
@@ -185,49 +157,27 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
             'not a torchvision DeepLabV3 state dict that fits the target config: ' +
             '; '.join(problems) + '.')
 
-    converted = OrderedDict()
-    for key in required:
-        if key in renamed:
-            converted[key] = source[renamed[key]].detach().clone()
-        else:  # a num_batches_tracked counter the source lacks
-            converted[key] = torch.zeros_like(target[key], device='cpu')
+    # Keys not renamed are num_batches_tracked counters the source lacks.
+    converted = OrderedDict((key, source[renamed[key]].detach().clone() if key in renamed
+                             else torch.zeros_like(target[key], device='cpu'))
+                            for key in required)
     return converted, notes
 
 
-def build_target_model(config: Union[str, 'Config'],
-                       cfg_options: Optional[dict] = None) -> Tuple[nn.Module, 'Config']:
-    """The randomly initialised plugin model of ``config`` (a path or a ``Config``, copied) with
-    ``cfg_options`` merged, and the config. Nothing is downloaded."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    import deeplabv3_plugin  # noqa: F401  (registers the plugin's modules)
-    from deeplabv3_plugin.engine.config_checks import check_cfg_options, load_config
-
-    cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
-    check_cfg_options(cfg, cfg_options, cfg.filename or '')
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    return MODELS.build(cfg.model), cfg
-
-
-def convert_torchvision_checkpoint(src: str, dst: str, config: Union[str, 'Config'],
+def convert_torchvision_checkpoint(src: str, dst: str, config,
                                    cfg_options: Optional[dict] = None) -> dict:
     """Convert torchvision file ``src`` into an mmengine checkpoint ``dst`` of ``config``.
 
-    ``dst`` is written (atomically) only when the whole conversion succeeds.
-
-    Returns:
-        The checkpoint's ``meta``: source, config, depth, tensor count, notes, and
-        ``dataset_meta`` with the VOC classes when there are 21 classes.
+    ``dst`` is written only when the whole conversion succeeds; returns its ``meta``.
     """
     from mmseg.datasets import PascalVOCDataset
 
+    from deeplabv3_plugin.apis.inference import build_segmentor
+
     source = load_torchvision_state_dict(src)
     depth = detect_resnet_depth(source)
-    model, cfg = build_target_model(config, cfg_options)
+    model = build_segmentor(config, cfg_options=cfg_options)
+    cfg = model.cfg
     target_depth = getattr(model.backbone, 'depth', None)
     if target_depth != depth:
         raise TorchvisionConversionError(
@@ -245,14 +195,7 @@ def convert_torchvision_checkpoint(src: str, dst: str, config: Union[str, 'Confi
         meta['dataset_meta'] = dict(classes=list(voc['classes']),
                                     palette=[list(c) for c in voc['palette']])
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(suffix='.pth', dir=osp.dirname(osp.abspath(dst)))
-    os.close(handle)
-    try:
-        torch.save(dict(state_dict=converted, meta=meta), tmp_path)
-        os.replace(tmp_path, dst)
-    finally:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
+    torch.save(dict(state_dict=converted, meta=meta), dst)
     return meta
 
 

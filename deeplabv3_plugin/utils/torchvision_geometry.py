@@ -1,8 +1,4 @@
-"""Whether a plugin model computes what torchvision's DeepLabV3 computes, beyond its weights.
-
-Weights alone do not pin the function: a deep stem, uncontracted rates, OS 16, other ASPP rates,
-``align_corners=True`` or another normalisation load the same tensors and give other logits.
-"""
+"""Whether a plugin model computes what torchvision's DeepLabV3 computes, beyond its weights."""
 import re
 from typing import List, Optional, Tuple
 
@@ -69,9 +65,9 @@ def _head_problems(model: nn.Module) -> List[str]:
 def check_torchvision_geometry(model: nn.Module) -> None:
     """Refuse, naming every difference, a model whose eval-mode function is not torchvision's.
 
-    Weights alone do not pin the function (deep stem, uncontracted rates, OS 16, other ASPP
-    rates, ``align_corners=True`` or another normalisation load the same tensors), so every
-    conv's stride/dilation/padding, BN eps, upsampling and the preprocessor are compared.
+    Weights alone do not pin it (a deep stem, uncontracted rates, OS 16, other ASPP rates,
+    ``align_corners=True`` or another normalisation load the same tensors), so conv geometry,
+    BN eps, upsampling and the preprocessor are compared.
     """
     was_training = model.training
     model.eval()  # test_output_stride applies in eval mode, where outputs are compared
