@@ -5,13 +5,13 @@
 _base_ = ['./deeplabv3-aspp_r101-d16-mg124_1xb16-90k_cityscapes-769x769_eval-os8.py']
 # Multi-scale {0.75, 1, 1.25} ("we could fit scales = {0.75, 1, 1.25} on a K40 GPU"), no flip.
 tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[
             [dict(type='Resize', scale_factor=s, keep_ratio=True) for s in (0.75, 1.0, 1.25)],
             [dict(type='RandomFlip', prob=0., direction='horizontal')],
-            [dict(type='CheckedLoadAnnotations')],
+            [dict(type='LoadAnnotations')],
             [dict(type='PackSegInputs')],
         ]),
 ]

@@ -23,7 +23,7 @@ val_cfg = None
 test_dataloader = dict(
     dataset=dict(
         data_prefix=dict(img_path='leftImg8bit/test', seg_map_path='gtFine/test'),
-        pipeline=[dict(type='CheckedLoadImageFromFile'), dict(type='PackSegInputs')]))
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]))
 test_evaluator = dict(
     _delete_=True,
     type='CityscapesMetric',
@@ -31,7 +31,7 @@ test_evaluator = dict(
     keep_results=True,
     output_dir='work_dirs/format_results/cityscapes_test')
 tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[

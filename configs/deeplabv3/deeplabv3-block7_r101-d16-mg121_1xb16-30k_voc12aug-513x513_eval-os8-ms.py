@@ -5,7 +5,7 @@
 _base_ = ['./deeplabv3-block7_r101-d16-mg121_1xb16-30k_voc12aug-513x513_eval-os8.py']
 # Multi-scale {0.5, ..., 1.75} without the flipped copies.
 tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[
@@ -14,7 +14,7 @@ tta_pipeline = [
                 for s in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
             ],
             [dict(type='RandomFlip', prob=0., direction='horizontal')],
-            [dict(type='CheckedLoadAnnotations')],
+            [dict(type='LoadAnnotations')],
             [dict(type='PackSegInputs')],
         ]),
 ]
