@@ -15,12 +15,18 @@ from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
 from ..engine.errors import UserInputError, listing
-from .errors import DataError, MissingDataError
-
-__all__ = ['CheckedPascalVOCDataset']
+__all__ = ['CheckedPascalVOCDataset', 'DataError', 'MissingDataError']
 
 _LAYOUT = ('A VOC-layout root holds JPEGImages/, SegmentationClass/ and '
            'ImageSets/Segmentation/<split>.txt.')
+
+
+class DataError(UserInputError):
+    """A dataset file or layout that cannot be used as it is; the tools print it (exit 2)."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data root, directory, split file or listed file that does not exist."""
 
 
 @DATASETS.register_module()

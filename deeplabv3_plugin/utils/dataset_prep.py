@@ -11,7 +11,7 @@ import os.path as osp
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 from mmengine.utils import track_progress
@@ -48,11 +48,6 @@ def read_split(path: str, what: str = 'split file') -> List[str]:
         raise DatasetPrepError(f'{what} {path!r} does not exist.')
     with open(path, encoding='utf-8') as f:
         return [line.strip() for line in f if line.strip()]
-
-
-def _write_split(path: str, names: Iterable[str]) -> None:
-    with open(path, 'w', encoding='utf-8') as f:
-        f.writelines(f'{name}\n' for name in names)
 
 
 def _require_dir(path: str, what: str, hint: str) -> None:
@@ -123,9 +118,9 @@ def prepare_voc_aug(voc_root: str, sbd_root: str, out_dir: Optional[str] = None,
                           for s in ('train', 'val'))
     sbd_names = sorted(set(sbd_train) | set(sbd_val))
     voc_label_dir = osp.join(voc_root, 'SegmentationClass')
-    for names, folder, suffix, where in ((sbd_names, cls_dir, '.mat', 'SBD dataset/train.txt or '
-                                          'val.txt'), (voc_train, voc_label_dir, '.png',
-                                                       'VOC train.txt')):
+    for names, folder, suffix, where in (
+            (sbd_names, cls_dir, '.mat', 'SBD dataset/train.txt or val.txt'),
+            (voc_train, voc_label_dir, '.png', 'VOC train.txt')):
         missing = [f'{n}{suffix}' for n in names if not osp.isfile(osp.join(folder, n + suffix))]
         if missing:
             raise DatasetPrepError(f'{len(missing)} image(s) listed in {where} have no label '
@@ -144,8 +139,9 @@ def prepare_voc_aug(voc_root: str, sbd_root: str, out_dir: Optional[str] = None,
     track(voc_train, 'copying VOC train labels', copy_voc, stream)
     summary = VocAugSummary(len(sbd_names), len(voc_train))
     summary.trainaug, summary.aug = make_aug_lists(voc_train, voc_val, sbd_train, sbd_val)
-    _write_split(osp.join(split_dir, 'trainaug.txt'), summary.trainaug)
-    _write_split(osp.join(split_dir, 'aug.txt'), summary.aug)
+    for split, names in (('trainaug', summary.trainaug), ('aug', summary.aug)):
+        with open(osp.join(split_dir, f'{split}.txt'), 'w', encoding='utf-8') as f:
+            f.writelines(f'{name}\n' for name in names)
     if len(summary.trainaug) != VOC_TRAINAUG_SIZE:
         summary.warnings.append(
             f'trainaug has {len(summary.trainaug)} images, the paper\'s has {VOC_TRAINAUG_SIZE} '

@@ -1,9 +1,8 @@
 """Bootstrapping on hard images as mmengine data samplers (DeepLabV3, Sec. 4.1).
 
-For its VOC test-set model the paper duplicates the training images that contain a hard class
-(bicycle, chair, dining table, potted plant, sofa): image-level oversampling, not pixel mining.
-Each epoch lists hard images ``repeat_factor`` times (:mod:`.repeat_factors`), shuffled with a
-generator seeded by ``seed + epoch``, identical on every rank; each rank takes a disjoint shard.
+For its VOC test-set model the paper duplicates the training images that contain a hard class:
+image-level oversampling, not pixel mining. Each epoch is shuffled with ``seed + epoch``, the
+same on every rank; each rank takes a disjoint shard.
 """
 import itertools
 import math
@@ -82,9 +81,8 @@ class BootstrapSampler(Sampler):
 
     def _log_summary(self, class_sets: list, names: Optional[Sequence[str]]) -> None:
         names = list(names or ())
-        name = lambda c: str(names[c]) if c < len(names) else str(c)  # noqa: E731
-        per_class = ', '.join(f'{name(c)}: {sum(c in s for s in class_sets)}'
-                              for c in self.hard_classes)
+        hard = [(str(names[c]) if c < len(names) else str(c), c) for c in self.hard_classes]
+        per_class = ', '.join(f'{n}: {sum(c in s for s in class_sets)}' for n, c in hard)
         bound = '' if self.repeat_factor.is_integer() else 'at most '
         print_log(
             f'{type(self).__name__}: {len(self.hard_image_indices)} of {len(self.dataset)} images '
@@ -93,14 +91,13 @@ class BootstrapSampler(Sampler):
             logger='current')
         if not self.hard_image_indices:
             warnings.warn(f'{type(self).__name__}: no training image contains any of the hard '
-                          f'classes {[name(c) for c in self.hard_classes]}; bootstrapping has no '
-                          'effect and every image is sampled once per epoch', UserWarning)
+                          f'classes {[n for n, _ in hard]}; bootstrapping has no effect and '
+                          'every image is sampled once per epoch', UserWarning)
 
     def _padding_note(self) -> str:
         if self.world_size == 1 and self.repeat_factor.is_integer():
             return ''
-        return (f', padded to {self.total_size} ({self.num_samples} per rank, '
-                f'world size {self.world_size})')
+        return f', padded to {self.total_size} ({len(self)} per rank, world size {self.world_size})'
 
     def _epoch_indices(self, epoch: int) -> List[int]:
         """The whole epoch's list (all ranks), from a generator seeded by ``seed + epoch``."""
@@ -113,12 +110,9 @@ class BootstrapSampler(Sampler):
         return indices
 
     @property
-    def num_samples(self) -> int:
-        return math.ceil(self.epoch_length / self.world_size)
-
-    @property
     def total_size(self) -> int:
-        return self.num_samples * self.world_size
+        """The padded epoch length, a multiple of the world size."""
+        return math.ceil(self.epoch_length / self.world_size) * self.world_size
 
     def __iter__(self) -> Iterator[int]:
         indices = self._epoch_indices(self.epoch)
@@ -127,7 +121,7 @@ class BootstrapSampler(Sampler):
         return iter(indices[self.rank:self.total_size:self.world_size])
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.total_size // self.world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -45,21 +45,17 @@ def read_class_set(path: str, reduce_zero_label: bool = False,
 
 
 def _load_cache(path: str) -> Dict[str, dict]:
-    """Entries of a cache file, or ``{}`` when absent, unreadable or of another format."""
+    """Entries of a cache file; ``{}`` when absent, unreadable or of another format."""
     try:
         with open(path, encoding='utf-8') as f:
             content = json.load(f)
-    except FileNotFoundError:
+        return content['files'] if content.get('format') == CACHE_FORMAT else {}
+    except (OSError, ValueError, KeyError, AttributeError):
         return {}
-    except (OSError, ValueError) as error:
-        print_log(f'Ignoring unreadable hard-image cache {path}: {error}', logger='current',
-                  level='WARNING')
-        return {}
-    return content.get('files', {}) if content.get('format') == CACHE_FORMAT else {}
 
 
 def _write_cache(path: str, files: Dict[str, dict]) -> None:
-    """Write atomically (temp file + rename) so a concurrent reader never sees half a file."""
+    """Atomically (temp file + rename): a concurrent reader never sees half a file."""
     try:
         os.makedirs(osp.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), suffix='.tmp')
@@ -67,8 +63,8 @@ def _write_cache(path: str, files: Dict[str, dict]) -> None:
             json.dump(dict(format=CACHE_FORMAT, files=files), f)
         os.replace(tmp, path)
     except OSError as error:  # a read-only cache dir must not stop training
-        print_log(f'Could not write the hard-image cache {path}: {error}; the label maps will '
-                  'be scanned again next run', logger='current', level='WARNING')
+        print_log(f'Could not write the hard-image cache {path}: {error}', logger='current',
+                  level='WARNING')
 
 
 def dataset_class_sets(dataset, cache_dir: Optional[str] = None) -> List[FrozenSet[int]]:
@@ -78,69 +74,55 @@ def dataset_class_sets(dataset, cache_dir: Optional[str] = None) -> List[FrozenS
     mmseg datasets, ``ConcatDataset`` and ``RepeatDataset`` all provide.
     """
     files: Dict[str, dict] = {}
-    keys = []
+    keys = []  # one per index: the label map and its label mapping
     for i in range(len(dataset)):
         info = dataset.get_data_info(i)
         if not info.get('seg_map_path'):
             raise KeyError(f'dataset sample {i} ({info.get("img_path")!r}) has no seg_map_path; '
                            'the bootstrapping sampler needs the label map of every training image')
         path = osp.abspath(str(info['seg_map_path']))  # independent of the working directory
-        args = [path, bool(info.get('reduce_zero_label', False)),
+        args = [path, bool(info.get('reduce_zero_label')),
                 sorted((info.get('label_map') or {}).items())]
-        key = json.dumps(args)
-        keys.append(key)
+        keys.append(json.dumps(args))
         try:
             stat = os.stat(path)
         except OSError as error:
             raise OSError(f'cannot read label map {path!r} needed by the bootstrapping sampler: '
                           f'{error.strerror}') from error
-        files[key] = dict(args=args, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        files[keys[-1]] = dict(args=args, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     digest = hashlib.sha1('\n'.join(keys).encode('utf-8')).hexdigest()[:20]
     cache_file = osp.join(cache_dir or default_cache_dir(), f'hard_image_index_{digest}.json')
     cached = _load_cache(cache_file)
-    stale = []
     for key, entry in files.items():
         old = cached.get(key, {})
-        if old.get('size') == entry['size'] and old.get('mtime_ns') == entry['mtime_ns']:
+        if (old.get('size'), old.get('mtime_ns')) == (entry['size'], entry['mtime_ns']):
             entry['classes'] = old['classes']
-        else:
-            stale.append(key)
+    stale = [key for key, entry in files.items() if 'classes' not in entry]
     if stale:
         print_log(f'Bootstrapping: reading {len(stale)} of {len(files)} label maps to find hard '
                   f'images (cache: {cache_file})', logger='current')
-        found = track_progress(_read_entry, [tuple(files[key]['args']) for key in stale])
+        found = track_progress(_read_entry, [files[key]['args'] for key in stale])
         for key, classes in zip(stale, found):
             files[key]['classes'] = sorted(classes)
         _write_cache(cache_file, files)
     return [frozenset(files[key]['classes']) for key in keys]
 
 
-def _read_entry(args: Tuple[str, bool, list]) -> FrozenSet[int]:
-    path, reduce_zero_label, label_map = args
-    return read_class_set(path, reduce_zero_label, dict(label_map) or None)
+def _read_entry(args: list) -> FrozenSet[int]:
+    return read_class_set(args[0], args[1], dict(args[2]) or None)
 
 
 def resolve_class_indices(hard_classes: Union[str, int, Sequence[Union[str, int]]],
                           class_names: Optional[Sequence[str]]) -> Tuple[int, ...]:
-    """Sorted class indices of ``hard_classes``, by name (in the dataset's
-    ``metainfo['classes']``), by index, or mixed; a single one is accepted too."""
-    if isinstance(hard_classes, (str, int)):
-        hard_classes = (hard_classes, )
-    if not hard_classes:
-        raise ValueError('hard_classes is empty: name at least one class whose images are '
-                         "repeated, e.g. ('bicycle', 'chair', 'diningtable', 'pottedplant', "
-                         "'sofa') on VOC, or use DefaultSampler")
+    """Sorted class indices of ``hard_classes``, given by name (in the dataset's
+    ``metainfo['classes']``) or by index; a single one is accepted too."""
     names = list(class_names or ())
-    indices = set()
-    for entry in hard_classes:
-        if isinstance(entry, str):
-            if entry not in names:
-                raise ValueError(f'hard class {entry!r} is not a class of the dataset; known '
-                                 f'classes: {names}')
-            indices.add(names.index(entry))
-        elif not 0 <= entry < (len(names) if names else float('inf')):
-            raise ValueError(f'hard class index {entry} is out of range; expected '
-                             f'[0, {len(names) or "inf"})')
-        else:
-            indices.add(int(entry))
-    return tuple(sorted(indices))
+    hard = (hard_classes, ) if isinstance(hard_classes, (str, int)) else tuple(hard_classes)
+    unknown = [c for c in hard if c not in names and not (
+        not isinstance(c, str) and 0 <= c < (len(names) or float('inf')))]
+    if unknown or not hard:
+        raise ValueError(f'hard_classes={hard_classes!r}: {unknown or "none given"} not a class '
+                         f'of the dataset; expected names or indices [0, {len(names)}) of its '
+                         f"classes {names}, e.g. ('bicycle', 'chair', 'diningtable', "
+                         "'pottedplant', 'sofa') on VOC")
+    return tuple(sorted({names.index(c) if isinstance(c, str) else int(c) for c in hard}))

@@ -9,7 +9,7 @@ from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
 from ...engine.errors import listing
-from ..errors import DataError
+from ..checked_voc import DataError
 
 __all__ = ['CheckSegSample']
 
