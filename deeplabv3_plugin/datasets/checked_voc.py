@@ -15,6 +15,7 @@ from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
 from ..engine.errors import UserInputError, listing
+
 __all__ = ['CheckedPascalVOCDataset', 'DataError', 'MissingDataError']
 
 _LAYOUT = ('A VOC-layout root holds JPEGImages/, SegmentationClass/ and '
@@ -114,6 +115,6 @@ class CheckedPascalVOCDataset(BaseSegDataset):
                                        f'{error}. {self.HOW_TO_GET}') from error
             raise DataError(
                 f'{type(self).__name__}: sample {idx} ({files}) cannot be loaded: '
-                f'{type(error).__name__}: {str(error).strip()}. Expected complete, readable files (JPEG '
-                f'or PNG); replace or regenerate them, or remove the name from the split file '
-                f'`ann_file`={self.ann_file!r}.') from error
+                f'{type(error).__name__}: {str(error).strip()}. Expected complete, readable files '
+                f'(JPEG or PNG); replace or regenerate them, or remove the name from the split '
+                f'file `ann_file`={self.ann_file!r}.') from error
