@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 from PIL import Image
 
+from ..datasets.transforms.check_sample import label_problems
 from .dataset_prep import IGNORE_INDEX, read_split, track
 
 #: How many problems of one kind a split lists before summarising the rest.
@@ -88,30 +89,18 @@ class CheckReport:
 
 def check_label_file(img_path: str, label_path: str, num_classes: int,
                      ignore_index: int = IGNORE_INDEX) -> List[Tuple[str, str]]:
-    """``(kind, message)`` per problem of an (image, label) pair, each message naming the file:
-    ``'unreadable'``, ``'not single-channel'``, ``'size mismatch'`` or ``'label values'``."""
+    """``(kind, message)`` per problem of an (image, label) pair, naming the file: ``'unreadable'``
+    or a kind of :func:`~deeplabv3_plugin.datasets.transforms.label_problems`. Only the image
+    header is read."""
     try:
         with Image.open(img_path) as image:
-            width, height = image.size  # from the header
+            width, height = image.size
         with Image.open(label_path) as image:
-            mode, label = image.mode, np.array(image)
+            label = np.array(image)
     except Exception as error:  # noqa: BLE001  (PIL raises several types for bad files)
         return [('unreadable', f'{img_path} or its label {label_path} cannot be read ({error})')]
-    if label.ndim != 2:
-        return [('not single-channel',
-                 f'label {label_path} has shape {label.shape} (mode {mode}), expected a '
-                 'single-channel map of class indices (a colour-coded label must be converted)')]
-    problems = []
-    if label.shape != (height, width):
-        problems.append(('size mismatch', f'label {label_path} is {label.shape[1]}x'
-                         f'{label.shape[0]} but its image {img_path} is {width}x{height} (W x H)'))
-    values = np.unique(label)
-    bad = values[(values >= num_classes) & (values != ignore_index)]
-    if bad.size:
-        problems.append(('label values', f'label {label_path} holds values {bad[:8].tolist()} '
-                         f'outside the {num_classes} classes 0..{num_classes - 1} (and ignore '
-                         f'{ignore_index})'))
-    return problems
+    return [(kind, f'label {label_path} {what}')
+            for kind, what in label_problems(label, (height, width), num_classes, ignore_index)]
 
 
 def _list_split(root: str, list_file: Optional[str], img_dir: str,

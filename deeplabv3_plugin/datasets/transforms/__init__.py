@@ -1,3 +1,3 @@
-from .check_sample import CheckSegSample
+from .check_sample import CheckSegSample, label_problems
 
-__all__ = ['CheckSegSample']
+__all__ = ['CheckSegSample', 'label_problems']
