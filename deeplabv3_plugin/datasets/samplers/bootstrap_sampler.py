@@ -19,9 +19,6 @@ from mmseg.registry import DATA_SAMPLERS
 from .hard_image_index import dataset_class_sets, resolve_class_indices
 from .repeat_factors import expand_indices, max_epoch_length, repeat_factors
 
-HardClasses = Union[str, int, Sequence[Union[str, int]]]
-
-
 def _shared_class_sets(dataset: Sized, cache_dir: Optional[str]) -> list:
     """Class sets scanned on rank 0 only (no N-fold decoding, no race on the cache file) and
     broadcast, an error included, so that no rank hangs."""
@@ -58,7 +55,7 @@ class BootstrapSampler(Sampler):
 
     def __init__(self,
                  dataset: Sized,
-                 hard_classes: HardClasses,
+                 hard_classes: Union[str, int, Sequence[Union[str, int]]],
                  repeat_factor: float = 2.0,
                  shuffle: bool = True,
                  seed: Optional[int] = None,

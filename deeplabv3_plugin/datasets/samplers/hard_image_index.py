@@ -23,12 +23,6 @@ IGNORE_INDEX = 255
 CACHE_FORMAT = 2
 
 
-def default_cache_dir() -> str:
-    """``$XDG_CACHE_HOME/deeplabv3_plugin``, else ``~/.cache/deeplabv3_plugin``."""
-    root = os.environ.get('XDG_CACHE_HOME') or osp.join(osp.expanduser('~'), '.cache')
-    return osp.join(root, 'deeplabv3_plugin')
-
-
 def read_class_set(path: str, reduce_zero_label: bool = False,
                    label_map: Optional[dict] = None) -> FrozenSet[int]:
     """Class ids training sees in one label map (mmseg's ``LoadAnnotations``, ignore removed)."""
@@ -91,7 +85,9 @@ def dataset_class_sets(dataset, cache_dir: Optional[str] = None) -> List[FrozenS
                           f'{error.strerror}') from error
         files[keys[-1]] = dict(args=args, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     digest = hashlib.sha1('\n'.join(keys).encode('utf-8')).hexdigest()[:20]
-    cache_file = osp.join(cache_dir or default_cache_dir(), f'hard_image_index_{digest}.json')
+    cache_dir = cache_dir or osp.join(os.environ.get('XDG_CACHE_HOME') or
+                                      osp.expanduser('~/.cache'), 'deeplabv3_plugin')
+    cache_file = osp.join(cache_dir, f'hard_image_index_{digest}.json')
     cached = _load_cache(cache_file)
     for key, entry in files.items():
         old = cached.get(key, {})
