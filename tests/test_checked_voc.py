@@ -114,8 +114,8 @@ def test_checked_voc_is_a_drop_in_for_pascal_voc(root):
     cfg = dict(type='CheckedPascalVOCDataset', data_root=str(root),
                data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
                ann_file='ImageSets/Segmentation/train.txt',
-               pipeline=[dict(type='CheckedLoadImageFromFile'),
-                         dict(type='CheckedLoadAnnotations'),
+               pipeline=[dict(type='LoadImageFromFile'),
+                         dict(type='LoadAnnotations'),
                          dict(type='CheckSegSample', num_classes=21),
                          dict(type='PackSegInputs')])
     dataset = DATASETS.build(cfg)

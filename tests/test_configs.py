@@ -413,7 +413,7 @@ def test_config_is_its_paper_row(path):
 
 
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-OFFICIAL_STEPS = ['CheckedLoadImageFromFile', 'CheckedLoadAnnotations', 'CheckSegSample',
+OFFICIAL_STEPS = ['LoadImageFromFile', 'LoadAnnotations', 'CheckSegSample',
                   'RandomChoice', 'RandomCrop', 'Pad', 'RandomFlip', 'PackSegInputs']
 
 

@@ -175,8 +175,8 @@ def test_check_names_missing_files_bad_values_sizes_and_leaks(voc_sbd, capsys):
     split_file = 'ImageSets/Segmentation/aug.txt'
     assert f'image {osp.join(voc, "JPEGImages", "g.jpg")} (listed in {split_file}) does ' \
         'not exist' in out
-    assert f'{osp.join(voc, "SegmentationClass", "e.png")} holds values [37]' in out
-    assert f'{osp.join(voc, "SegmentationClassAug", "f.png")} is 14x11 but its image' in out
+    assert f'{osp.join(voc, "SegmentationClass", "e.png")} contains values 37 (140 px)' in out
+    assert f'{osp.join(voc, "SegmentationClassAug", "f.png")} is 11x14 (HxW) but its image' in out
     assert 'h.png has shape (10, 14, 3)' in out and 'single-channel' in out
     assert '1 image(s) of aug are also in val (e.g. d)' in out
     assert 'FAILED' in out

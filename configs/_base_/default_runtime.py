@@ -24,13 +24,13 @@ randomness = dict(seed=0)
 # "Flip" adds the left-right flipped input of every scale. SegTTAModel averages softmax outputs,
 # which is that definition. Rows that use other scales (Cityscapes, Tab. 12/13) or no flip
 # override `tta_pipeline`. Defined here, not in the dataset bases, because it is the same for
-# every dataset. Images and labels load through the plugin's checked transforms, which name a
-# file they cannot decode. Each scaled view is then padded by the model's data preprocessor to
+# every dataset. Images and labels load with mmseg's transforms (the plugin's datasets name a
+# file they cannot decode). Each scaled view is then padded by the model's data preprocessor to
 # the dataset's test canvas (513 x 513 on VOC) when it is smaller; the TF reference pads the
 # image to 513 first and scales the padded canvas, which differs slightly for scales below 1.
 tta_model = dict(type='SegTTAModel')
 tta_pipeline = [
-    dict(type='CheckedLoadImageFromFile', backend_args=None),
+    dict(type='LoadImageFromFile', backend_args=None),
     dict(
         type='TestTimeAug',
         transforms=[
@@ -44,7 +44,7 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal'),
             ],
-            [dict(type='CheckedLoadAnnotations')],
+            [dict(type='LoadAnnotations')],
             [dict(type='PackSegInputs')],
         ]),
 ]

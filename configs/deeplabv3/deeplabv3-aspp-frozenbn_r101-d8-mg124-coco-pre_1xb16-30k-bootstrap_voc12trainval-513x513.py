@@ -37,9 +37,9 @@ val_evaluator = None
 val_cfg = None
 # VOC 2012 test (unpack VOC2012test.tar into the same VOCdevkit): predictions are written as
 # label PNGs for the evaluation server, nothing is scored locally.
-test_pipeline = [dict(type='CheckedLoadImageFromFile'), dict(type='PackSegInputs')]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
 # There are no test labels: the file check of CheckedPascalVOCDataset (image *and* label of every
-# listed name) is switched off; CheckedLoadImageFromFile still names an unreadable image.
+# listed name) is switched off; the dataset still names an unreadable image.
 test_dataloader = dict(
     dataset=dict(
         ann_file='ImageSets/Segmentation/test.txt', check_files=False, pipeline=test_pipeline))

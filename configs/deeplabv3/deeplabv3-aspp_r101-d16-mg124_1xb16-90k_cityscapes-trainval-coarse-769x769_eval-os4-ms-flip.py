@@ -23,7 +23,7 @@ val_cfg = None
 test_dataloader = dict(
     dataset=dict(
         data_prefix=dict(img_path='leftImg8bit/test', seg_map_path='gtFine/test'),
-        pipeline=[dict(type='CheckedLoadImageFromFile'), dict(type='PackSegInputs')]))
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]))
 test_evaluator = dict(
     _delete_=True,
     type='CityscapesMetric',

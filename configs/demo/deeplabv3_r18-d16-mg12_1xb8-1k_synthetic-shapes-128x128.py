@@ -7,8 +7,8 @@ crop_size = (128, 128)
 data_preprocessor = dict(size=crop_size, test_cfg=dict(size=crop_size))  # also used by --tta
 model = dict(data_preprocessor=data_preprocessor)
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=6),
     dict(type='RandomResize', scale=crop_size, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),

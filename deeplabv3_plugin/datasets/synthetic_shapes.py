@@ -1,17 +1,7 @@
-"""SyntheticShapes: the built-in demo dataset, generated in PASCAL VOC layout.
-
-No real dataset or pretrained weight can be downloaded everywhere this project runs, yet the demo
-must train and evaluate a DeepLabV3 in minutes on a CPU. The data is cheap to learn but not
-trivial: five classes defined by **shape** (circle, square, triangle, star, ring) on background
-(class 0, as in VOC); per-class colour and fill that only hold with some probability; textured,
-weakly saturated backgrounds and clutter against saturated objects (the figure/ground cue of
-photos); **occlusion** and a 3.5x **scale** range, the nuisances ASPP and image pooling address
-(Sec. 3.3); optional ignore-255 bands along label edges, like VOC's void border.
-
-Image ``i`` of a split draws from ``numpy.random.default_rng([seed, split, i])``, so a dataset is
-a pure function of its parameters (recorded in ``synthetic_shapes.json``) and is reused, never
-overwritten. :class:`SyntheticShapesDataset` reads it with the checks of
-:class:`~deeplabv3_plugin.datasets.checked_voc.CheckedPascalVOCDataset`.
+"""SyntheticShapes: the demo dataset, generated in PASCAL VOC layout, so that the demo trains a
+DeepLabV3 in minutes on a CPU with nothing downloaded. Image ``i`` of a split draws from
+``numpy.random.default_rng([seed, split, i])``: a dataset is a pure function of its parameters
+(recorded in ``synthetic_shapes.json``), reused, never overwritten.
 """
 import json
 import os
@@ -27,10 +17,8 @@ from PIL import Image
 from .checked_voc import CheckedPascalVOCDataset
 from .shapes_drawing import CLASSES, as_hw, render_sample
 
-__all__ = [
-    'CLASSES', 'PALETTE', 'META_FILE', 'SyntheticShapesDataset', 'generate_synthetic_shapes',
-    'render_sample'
-]
+__all__ = ['CLASSES', 'PALETTE', 'SyntheticShapesDataset', 'generate_synthetic_shapes',
+           'render_sample']
 
 #: Display colours (RGB) of the classes: VOC's first six, so overlays look familiar.
 PALETTE = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128]]
@@ -44,33 +32,17 @@ GENERATOR_VERSION = 2
 _SPLITS = ('train', 'val')
 
 
-def _palette_png(label: np.ndarray, path: str) -> None:
-    """Save a label map as a VOC-style palette PNG (pixel value = class index)."""
-    palette = np.zeros((256, 3), np.uint8)
-    palette[:len(PALETTE)] = PALETTE
-    palette[255] = IGNORE_COLOUR
-    png = Image.fromarray(label, mode='P')
-    png.putpalette(palette.flatten().tolist())
-    png.save(path)
-
-
 def generate_synthetic_shapes(out_dir: str, num_train: int = 400, num_val: int = 80,
                               image_size: Union[int, Sequence[int]] = 192, seed: int = 0,
                               max_objects: int = 4, ignore_radius: int = 1,
                               jpeg_quality: int = 90, progress: bool = True) -> Dict:
-    """Write a SyntheticShapes dataset in VOC layout (see the module docstring).
+    """Write a SyntheticShapes dataset in VOC layout; returns its parameters.
 
-    An identical dataset already in ``out_dir`` is reused (``reused=True`` in the returned
-    parameters); anything else there raises ``FileExistsError``. Val images draw from other
-    seeds than train; ``ignore_radius`` is the half-width of the ignore-255 band along label
-    edges (0: none); ``jpeg_quality`` leaves mild compression artefacts.
+    An identical dataset already in ``out_dir`` is reused (``reused=True``); anything else there
+    raises ``FileExistsError``. ``ignore_radius``: half-width of the ignore-255 band along label
+    edges, like VOC's void border (0: none).
     """
     h, w = as_hw(image_size)
-    for name, value, low in (('num_train', num_train, 1), ('num_val', num_val, 1),
-                             ('max_objects', max_objects, 1), ('ignore_radius', ignore_radius,
-                                                               0)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f'{name} must be an integer >= {low}, got {value!r}.')
     meta = dict(generator='deeplabv3_plugin.datasets.synthetic_shapes',
                 version=GENERATOR_VERSION, classes=list(CLASSES), num_train=num_train,
                 num_val=num_val, image_size=[h, w], seed=seed, max_objects=max_objects,
@@ -94,6 +66,8 @@ def generate_synthetic_shapes(out_dir: str, num_train: int = 400, num_val: int =
         ('img', 'JPEGImages'), ('seg', 'SegmentationClass'), ('split', 'ImageSets/Segmentation'))}
     for path in dirs.values():
         os.makedirs(path, exist_ok=True)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:len(PALETTE)], palette[255] = PALETTE, IGNORE_COLOUR
     bar = ProgressBar(num_train + num_val) if progress else None
     for split_id, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val))):
         names = [f'shapes_{split}_{i:05d}' for i in range(count)]
@@ -102,7 +76,9 @@ def generate_synthetic_shapes(out_dir: str, num_train: int = 400, num_val: int =
             image, label = render_sample(rng, (h, w), max_objects, ignore_radius)
             cv2.imwrite(osp.join(dirs['img'], name + '.jpg'), image[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            _palette_png(label, osp.join(dirs['seg'], name + '.png'))
+            png = Image.fromarray(label, mode='P')  # a VOC-style palette PNG of class indices
+            png.putpalette(palette.flatten().tolist())
+            png.save(osp.join(dirs['seg'], name + '.png'))
             if bar is not None:
                 bar.update()
         with open(osp.join(dirs['split'], f'{split}.txt'), 'w') as f:
@@ -116,10 +92,7 @@ def generate_synthetic_shapes(out_dir: str, num_train: int = 400, num_val: int =
 
 @DATASETS.register_module()
 class SyntheticShapesDataset(CheckedPascalVOCDataset):
-    """The SyntheticShapes demo dataset: a :class:`CheckedPascalVOCDataset` with its classes.
-
-    Generate the data with ``python tools/generate_shapes.py data/synthetic_shapes``.
-    """
+    """The SyntheticShapes demo dataset: a :class:`CheckedPascalVOCDataset` with its classes."""
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
     HOW_TO_GET = ('Generate it with `python tools/generate_shapes.py <data_root>` (tools/demo.py '
                   'does this by itself).')

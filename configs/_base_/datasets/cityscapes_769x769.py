@@ -6,8 +6,8 @@
 # Training: the VOC base's pipeline (official input_preprocess, step by step: discrete random
 # scale {0.5, ..., 2.0}, pad with the mean pixel / ignore label, random crop, flip) at 769. Test: the whole image, padded by the data preprocessor to
 # 1025 x 2049 (odd sizes for align_corners, as the TF reference evaluates Cityscapes).
-# The checked transforms name a file that cannot be decoded, a label of another size than its
-# image, or label values outside 0..18 and 255 (e.g. raw label ids instead of train ids).
+# CheckSegSample names a label of another size than its image, a colour label, or label
+# values outside 0..18 and 255 (e.g. raw label ids instead of train ids).
 dataset_type = 'CityscapesDataset'
 data_root = 'data/cityscapes/'
 crop_size = (769, 769)
@@ -17,8 +17,8 @@ random_scale = dict(
     transforms=[[dict(type='Resize', scale_factor=s, keep_ratio=True)] for s in scale_factors])
 mean_pixel_bgr = (103.53, 116.28, 123.675)
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile', to_float32=True),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile', to_float32=True),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=19),
     random_scale,
     dict(type='RandomCrop', crop_size=crop_size),
@@ -27,8 +27,8 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=19),
     dict(type='PackSegInputs'),
 ]

@@ -4,17 +4,17 @@
 # it for you). Nothing is downloaded.
 #
 # The pipelines follow the VOC base of the paper's protocol scaled to the image size (Sec. 4.1:
-# random scale 0.5..2.0, crop, left-right flip) and load through the plugin's checked transforms:
-# a missing, empty, truncated or undecodable file, a label of another size than its image, or a
-# label value outside 0..5 and 255 stops with an error naming the file instead of failing
-# deep inside mmcv, the loss or the metric. `CheckSegSample` comes right after the label is
-# loaded, before anything resizes it.
+# random scale 0.5..2.0, crop, left-right flip) and load with mmseg's transforms, so mmseg's
+# MMSegInferencer reads them. The dataset names a file that cannot be read; `CheckSegSample`,
+# right after the label is loaded and before anything resizes it, stops a label of another size
+# than its image, or with values outside 0..5 and 255, with an error naming the file instead of
+# failing deep inside the loss or the metric.
 dataset_type = 'SyntheticShapesDataset'
 data_root = 'data/synthetic_shapes'
 crop_size = (192, 192)
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=6),
     dict(type='RandomResize', scale=crop_size, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
@@ -25,8 +25,8 @@ train_pipeline = [
 # Images are generated at the crop size, so testing needs no resize; the label is loaded (and
 # checked) after the image, as in mmseg's test pipelines.
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=6),
     dict(type='PackSegInputs'),
 ]

@@ -4,8 +4,8 @@ _base_ = ['./voc12aug_513x513.py']
 crop_size = (321, 321)
 mean_pixel_bgr = {{_base_.mean_pixel_bgr}}
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile', to_float32=True),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile', to_float32=True),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=21),
     {{_base_.random_scale}},
     dict(type='RandomCrop', crop_size=crop_size),

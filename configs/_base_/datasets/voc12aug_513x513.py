@@ -33,8 +33,8 @@ random_scale = dict(
     transforms=[[dict(type='Resize', scale_factor=s, keep_ratio=True)] for s in scale_factors])
 mean_pixel_bgr = (103.53, 116.28, 123.675)
 train_pipeline = [
-    dict(type='CheckedLoadImageFromFile', to_float32=True),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile', to_float32=True),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=21),
     random_scale,
     dict(type='RandomCrop', crop_size=crop_size),
@@ -43,8 +43,8 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
-    dict(type='CheckedLoadAnnotations'),
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
     dict(type='CheckSegSample', num_classes=21),
     dict(type='PackSegInputs'),
 ]

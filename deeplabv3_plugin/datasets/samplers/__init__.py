@@ -1,8 +1,4 @@
-"""Data samplers: bootstrapping on hard images (DeepLabV3, Sec. 4.1).
-
-Label-map scanning and its cache live in :mod:`.hard_image_index`; the pure arithmetic in
-:mod:`.repeat_factors`.
-"""
+"""Data samplers: bootstrapping on hard images (DeepLabV3, Sec. 4.1)."""
 from .bootstrap_sampler import BootstrapSampler, InfiniteBootstrapSampler
 from .repeat_factors import expand_indices, max_epoch_length, repeat_factors
 

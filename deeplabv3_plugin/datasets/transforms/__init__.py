@@ -1,4 +1,3 @@
-from .check_sample import CheckSegSample
-from .loading import CheckedLoadAnnotations, CheckedLoadImageFromFile
+from .check_sample import CheckSegSample, label_problems
 
-__all__ = ['CheckSegSample', 'CheckedLoadAnnotations', 'CheckedLoadImageFromFile']
+__all__ = ['CheckSegSample', 'label_problems']
