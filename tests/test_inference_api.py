@@ -109,7 +109,7 @@ def test_mmseg_apis_accept_the_fast_model(demo):
     """mmseg's own inference_model runs the fast model (it reads .cfg, calls test_step).
 
     mmseg only drops steps named LoadAnnotations, so it gets a label-free pipeline here; the
-    plugin's inference_model also drops the demo's CheckedLoadAnnotations and CheckSegSample.
+    plugin's inference_model also drops the demo's CheckSegSample.
     """
     model = init_model(demo['config'], demo['checkpoint'])
     model.cfg.test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]

@@ -1,8 +1,7 @@
 """mmseg's inferencer with the plugin's models: ``MMSegInferencer`` and ``DeepLabV3Inferencer``.
 
-``MMSegInferencer`` is run on a plugin config that loads with mmseg's transforms
-(``tests/configs/tools_tiny.py``), ``DeepLabV3Inferencer`` on the demo config with the plugin's
-checked pipeline, which ``MMSegInferencer`` cannot read. Inputs as users give them: one image,
+``MMSegInferencer`` is run on plugin configs (``tests/configs/tools_tiny.py``, the demo config),
+``DeepLabV3Inferencer`` (the fast path) on the demo config. Inputs as users give them: one image,
 a list, a folder; outputs as mmseg writes them: overlays and label PNGs under ``out_dir``.
 Predictions are compared with the plugin's own inference API on the same checkpoint.
 """

@@ -113,8 +113,8 @@ def is_step(step: dict, classes) -> bool:
 def inference_pipeline(steps: List[dict]) -> List[dict]:
     """A test (or TTA) pipeline without label steps, loading paths or BGR arrays.
 
-    mmseg's own inference matches steps by *name*, so the plugin's checked transforms
-    (``CheckedLoadImageFromFile``, ``CheckedLoadAnnotations``, ``CheckSegSample``) stop it.
+    Label steps are found by class, also inside ``TestTimeAug`` (mmseg's inferencer drops only
+    top-level ``LoadAnnotations``).
     """
     result = []
     for step in copy.deepcopy(steps):

@@ -1,8 +1,7 @@
-"""``DeepLabV3Inferencer``: mmseg's ``MMSegInferencer`` for every config of the plugin.
+"""``DeepLabV3Inferencer``: mmseg's ``MMSegInferencer`` on the fast path, TTA configs included.
 
-``MMSegInferencer`` finds the loader and drops label steps by *name*, so it stops at the
-plugin's checked transforms; this subclass overrides only ``_init_pipeline`` (the hook mmengine
-leaves to subclasses) with :func:`~.inference.inference_pipeline`, and runs the fast path.
+``MMSegInferencer`` drops only top-level ``LoadAnnotations`` steps; ``_init_pipeline`` (the hook
+mmengine leaves to subclasses) also drops those inside ``TestTimeAug`` and ``CheckSegSample``.
 """
 from typing import Optional
 
@@ -20,7 +19,7 @@ __all__ = ['DeepLabV3Inferencer']
 
 @INFERENCERS.register_module()
 class DeepLabV3Inferencer(MMSegInferencer):
-    """``MMSegInferencer`` that accepts the plugin's checked test pipelines; fast by default.
+    """``MMSegInferencer`` that also reads TTA configs; fast by default.
 
     Args:
         model (str | Config): Config file or object (a ``SegTTAModel`` config gives
