@@ -1,19 +1,11 @@
 """Opt-in changes to mmengine itself, for the plugin's configs and tools.
 
-``import deeplabv3_plugin`` only registers models, datasets, transforms and samplers. Importing
-this module also changes how mmengine runs, which a host project may not want, so it is explicit:
-
-* local checkpoint files load through
-  :func:`deeplabv3_plugin.utils.checkpoint.load_local_checkpoint` (mmengine's
-  ``CheckpointLoader`` scheme for plain paths). Under torch >= 2.6 mmengine's own loader fails
-  on every checkpoint mmengine writes; this one loads them without unpickling anything but
-  tensors, containers and checked ``HistoryBuffer``/numpy data;
-* ``torchvision://NAME`` resolves without torchvision installed (mmengine's bundled URL table);
-* ``CPUSafeDDP`` is registered in mmengine's root ``MODEL_WRAPPERS``, where ``Runner.wrap_model``
-  looks model wrappers up.
-
-The plugin's ``_base_`` runtime lists it in ``custom_imports`` and ``tools/*.py`` import it; a host
-mmseg project adds ``'deeplabv3_plugin.runtime'`` to its own ``custom_imports`` to get the same.
+``import deeplabv3_plugin`` only registers components. Importing this module also makes plain
+checkpoint paths load through :func:`~deeplabv3_plugin.utils.checkpoint.load_local_checkpoint`
+(under torch >= 2.6 mmengine's loader fails on every checkpoint mmengine writes; this one unpickles
+nothing but tensors, containers and checked ``HistoryBuffer``/numpy data), resolves
+``torchvision://NAME`` without torchvision, and registers ``CPUSafeDDP`` in mmengine's root
+``MODEL_WRAPPERS``. The ``_base_`` runtime lists it in ``custom_imports``; the tools import it.
 """
 import os.path as osp
 from typing import Any, Optional, Union
@@ -32,15 +24,7 @@ __all__ = ['load_from_torchvision_zoo']
 
 def load_from_torchvision_zoo(filename: str,
                               map_location: Optional[Union[str, torch.device]] = None) -> Any:
-    """Load ``torchvision://NAME`` (or ``modelzoo://NAME``) with or without torchvision.
-
-    Without torchvision the URL comes from the table mmengine bundles
-    (``mmengine/hub/torchvision_0.12.json``) and the file is read from torch hub's cache or
-    downloaded, as mmengine would.
-
-    Raises:
-        KeyError: the name is not in the table; the message lists the known names.
-    """
+    """Load ``torchvision://NAME``; without torchvision, from mmengine's bundled URL table."""
     try:
         import torchvision  # noqa: F401
     except ImportError:
