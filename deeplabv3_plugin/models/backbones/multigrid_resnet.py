@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import Sequential
-from mmseg.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+from mmseg.models.backbones.resnet import Bottleneck, ResNet
 from mmseg.registry import MODELS
 from torch import Tensor
 
@@ -13,13 +13,9 @@ from ..utils.output_stride import (BLOCK_STRIDES, CASCADE_BLOCK_STRIDE, OutputSt
 
 
 class Subsample(nn.Module):
-    """Parameter-free shortcut of a unit whose input and output widths are equal.
-
-    Keeps every ``stride``-th pixel, like TF-slim's ``resnet_utils.subsample`` (a 1x1 max pool)
-    in the bottleneck unit of ``resnet_v1`` when ``depth_in == depth``, which is how the paper's
-    official code builds the first unit of a cascaded block. For odd sizes it gives the same
-    ``ceil(size / stride)`` as the unit's padded, strided 3x3 conv, so the sum lines up.
-
+    """Parameter-free shortcut of a unit whose input and output widths are equal: every
+    ``stride``-th pixel, as TF-slim's ``subsample`` in the official code's cascaded blocks.
+    For odd sizes it gives the ``ceil(size / stride)`` of the unit's strided 3x3 conv.
     """
 
     def __init__(self, stride: int = 1) -> None:
@@ -27,7 +23,6 @@ class Subsample(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return every ``stride``-th row and column of ``x`` (``x`` itself at stride 1)."""
         if self.stride == 1:
             return x
         return x[:, :, ::self.stride, ::self.stride]
@@ -37,14 +32,11 @@ class Subsample(nn.Module):
 
 
 class CascadedBlock(Sequential):
-    """A copy of block4 stacked after it (block5, block6 or block7, Sec. 3.2 "going deeper").
+    """A copy of block4 after it (block5..7, Sec. 3.2 "going deeper").
 
-    Its units have the widths of block4's (``planes``, ``planes * expansion`` out), so the first
-    unit's input and output widths are equal and its shortcut is a :class:`Subsample`, not a
-    projection. A projection would exist only at the output strides where this block keeps its
-    stride; the parameter-free shortcut keeps the parameters identical at every OS, which is what
-    lets a trained model switch its OS at test time (Table 4).
-    Strides and rates are set by ``MultiGridResNet.switch_output_stride``.
+    Input and output widths are equal, so the first unit's shortcut is a :class:`Subsample`: a
+    projection would exist only at the strides where the block keeps its stride, and the
+    parameter-free shortcut keeps the weights the same at every OS (Table 4).
     """
 
     def __init__(self, block: type, planes: int, num_units: int, **unit_kwargs) -> None:
@@ -62,18 +54,14 @@ class CascadedBlock(Sequential):
 
 
 def _set_conv_geometry(conv: nn.Conv2d, stride: int, dilation: int) -> None:
-    """Set a 3x3 conv's stride and rate, with the "same" padding of the rate. No weight moves."""
     conv.stride = (stride, stride)
     conv.dilation = (dilation, dilation)
     conv.padding = (dilation, dilation)
 
 
 def _set_unit_geometry(unit: nn.Module, stride: int, dilation: int) -> None:
-    """Give one residual unit its stride (on the 3x3 conv, ``style='pytorch'``) and rate.
-
-    In a ``BasicBlock`` both 3x3 convs read the no-longer-subsampled map, so both are dilated
-    (mmseg leaves the second one undilated). The shortcut's stride follows the unit's.
-    """
+    """Stride (on the 3x3 conv, ``style='pytorch'``) and rate of one unit and its shortcut.
+    Both 3x3 convs of a ``BasicBlock`` are dilated (mmseg leaves the second undilated)."""
     if isinstance(unit, Bottleneck):
         _set_conv_geometry(unit.conv2, stride, dilation)
         unit.conv2_stride = stride
@@ -91,35 +79,20 @@ def _set_unit_geometry(unit: nn.Module, stride: int, dilation: int) -> None:
 
 @MODELS.register_module()
 class MultiGridResNet(ResNet, OutputStrideSwitchable):
-    """ResNet with DeepLabV3's output stride, multi-grid and cascaded blocks (Sec. 3.2).
+    """mmseg's ``ResNet`` (its stems and keys, so ImageNet checkpoints load) with DeepLabV3's
+    output stride, multi-grid and ``num_cascade_blocks`` copies of block4 (Sec. 3.2).
 
-    mmseg's ``ResNet`` (block1..4 = ``layer1..4``, its stems and parameter names, so ImageNet
-    checkpoints load as is) plus ``num_cascade_blocks`` copies of block4 (``layer5..7``). The
-    output stride only sets conv strides, rates and paddings, so the same weights run at every
-    OS (train at 16, evaluate at 8: Tables 4, 6). Multi-grid is the paper's unit rate x block
-    rate: OS 16 with ``multi_grid=(1, 2, 4)`` gives block4 rates (2, 4, 8) (Table 3).
-
-    A checkpoint with ``layer4`` but no cascaded blocks (ImageNet) fills them, with
-    ``cascade_init='block4'``, from block4's tensors of equal shape (all but the first unit's
-    conv1) and logs what it could not copy; ``'random'`` keeps their initialisation.
+    The output stride only sets conv strides, rates and paddings, so the same weights run at
+    every OS (Tables 4, 6). Multi-grid is unit rate x block rate: OS 16 with (1, 2, 4) gives
+    block4 rates (2, 4, 8) (Table 3). A checkpoint without the cascaded blocks (ImageNet) fills
+    them from block4's tensors of equal shape with ``cascade_init='block4'`` and logs the rest.
 
     Args:
-        stem (str): ``'deep'`` (ResNetV1c, ``open-mmlab://resnet50_v1c``) or ``'torchvision'``
-            (one 7x7 conv, ``torchvision://resnet50``).
-        output_stride (int): input size / last feature size, 4 .. ``32 * 2**num_cascade_blocks``.
-        multi_grid (Sequence[int] | None): unit rates of block4 and the cascaded blocks.
+        stem (str): ``'deep'`` (ResNetV1c) or ``'torchvision'`` (one 7x7 conv).
         contract_dilation (bool): the first unit of a dilated block uses ``rate // 2``, as
-            torchvision and mmseg's ResNetV1c configs; the paper does not contract.
+            torchvision and mmseg do; the paper does not.
         out_indices (Sequence[int] | None): returned blocks (0 = block1); None returns all.
-        with_cp (bool): gradient checkpointing per unit (mmseg's); BN statistics then update
-            twice per step.
-        Other arguments are mmseg ``ResNet``'s.
-
-    Example:
-        >>> net = MODELS.build(dict(type='MultiGridResNet', depth=50, base_channels=8,
-        ...                         stem_channels=16, output_stride=16, multi_grid=(1, 2, 4)))
-        >>> [tuple(f.shape[2:]) for f in net(torch.rand(1, 3, 64, 64))]
-        [(16, 16), (8, 8), (4, 4), (4, 4)]
+        with_cp (bool): mmseg's per-unit checkpointing; BN statistics then update twice a step.
     """
 
     def __init__(self,
@@ -197,7 +170,6 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
         self.register_load_state_dict_pre_hook(_init_cascade_from_block4)
 
     def switch_output_stride(self, output_stride: int) -> None:
-        """Set the strides and atrous rates of every unit for ``output_stride``; weights stay."""
         plan = make_dilation_plan(output_stride, self.stage_blocks, self.multi_grid,
                                   self.num_cascade_blocks, self.contract_dilation)
         for name, stride, dilations in zip(self.res_layers, plan.strides, plan.unit_dilations):

@@ -29,13 +29,12 @@ def pooled_batch_norm_uses_running_stats(norm: Optional[nn.Module], x: Tensor) -
 
 
 class ImagePooling(ConvModule):
-    """Image-level features (Sec. 3.3, Fig. 5 (b)): global average pooling, 1x1 conv + norm + act,
-    broadcast back to the input size (what bilinear upsampling of a 1x1 map gives, exactly).
+    """Image-level features (Sec. 3.3, Fig. 5 (b)): global average pooling, 1x1 conv + norm +
+    act, broadcast back (exactly what bilinear upsampling of a 1x1 map gives).
 
-    Batch size 1: training-mode BN on the pooled map would see one value per channel and raise.
-    This branch then normalises with its running statistics for that step, without updating
-    them (the appendix's frozen BN, for this layer only); conv and affine parameters still train.
-    At batch >= 2, or SyncBN over >= 2 processes, it is the paper's BN.
+    With one image per process, training BN on the pooled map has one value per channel and
+    would raise; that step uses the running statistics without updating them (frozen BN for
+    this layer, as in the appendix) while conv and affine parameters still train.
     """
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
@@ -64,12 +63,8 @@ class ImagePooling(ConvModule):
 
 
 class ASPP(nn.Module):
-    """The paper's ASPP: parallel 1x1 and atrous 3x3 branches, image pooling, 1x1 projection.
-
-    ``atrous_rates`` are effective dilations; ``DeepLabV3Head`` scales them with the output
-    stride. ``project_dropout`` is the element-wise dropout after the projection (torchvision
-    0.5, the official TF code 0.1).
-    """
+    """The paper's ASPP: parallel 1x1 and atrous 3x3 branches, image pooling, 1x1 projection,
+    dropout (torchvision 0.5, the official code 0.1). Rates are effective dilations."""
 
     def __init__(self,
                  in_channels: int,

@@ -22,12 +22,8 @@ from .label_downsample import downsample_labels
 
 def scale_atrous_rates(atrous_rates: Sequence[int], rates_output_stride: int,
                        output_stride: int) -> Tuple[int, ...]:
-    """The rates at ``output_stride`` of rates stated at ``rates_output_stride``.
-
-    The paper gives (6, 12, 18) at OS 16 and doubles them at OS 8 (Sec. 3.3): a rate counts
-    feature pixels, so it scales with ``rates_output_stride / output_stride`` to keep the field
-    of view in the image.
-    """
+    """Rates stated at ``rates_output_stride``, at ``output_stride``: the paper's (6, 12, 18) at
+    OS 16 double at OS 8 (Sec. 3.3), keeping each branch's field of view in the image."""
     scaled = tuple(rate * rates_output_stride // output_stride for rate in atrous_rates)
     if any(new < 1 or new * output_stride != rate * rates_output_stride
            for new, rate in zip(scaled, atrous_rates)):
@@ -40,11 +36,8 @@ def scale_atrous_rates(atrous_rates: Sequence[int], rates_output_stride: int,
 
 
 def torchvision_key_map(num_atrous_rates: int = 3) -> Dict[str, str]:
-    """Module prefixes of torchvision's ``DeepLabHead`` -> ``DeepLabV3Head``'s, 1:1.
-
-    They match ``DeepLabV3Head(atrous_rates=(12, 24, 36), rates_output_stride=8, output_stride=8,
-    project_dropout=0.5, num_extra_convs=1, dropout_ratio=0.0)`` with BN.
-    """
+    """Module prefixes of torchvision's ``DeepLabHead`` -> ours with ``project_dropout=0.5,
+    num_extra_convs=1, dropout_ratio=0.0`` and BN, mapped 1:1."""
     mapping = {'0.convs.0.0': 'aspp.convs.0.conv', '0.convs.0.1': 'aspp.convs.0.bn'}
     for i in range(1, num_atrous_rates + 1):
         mapping[f'0.convs.{i}.0'] = f'aspp.convs.{i}.conv'
@@ -64,20 +57,12 @@ def torchvision_key_map(num_atrous_rates: int = 3) -> Dict[str, str]:
 
 @MODELS.register_module()
 class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
-    """The paper's ASPP head (Sec. 3.3): :class:`~.aspp.ASPP`, ``num_extra_convs`` 3x3 conv +
-    norm + act, then ``BaseDecodeHead.cls_seg``.
+    """ASPP (Sec. 3.3), ``num_extra_convs`` 3x3 conv + norm + act, ``BaseDecodeHead.cls_seg``.
 
-    ``atrous_rates`` are stated at ``rates_output_stride`` and follow the model's output stride
-    (``switch_output_stride``): OS 16 -> 8 doubles them, no weight changes (Table 6).
-    ``downsample_label=True`` is the appendix's ablation, the loss on nearest-downsampled labels
-    instead of upsampled logits (76.01 vs 77.21 mIoU); ``norm_eval=True`` with a trainable
-    ``norm_cfg`` is its frozen-BN row. ``project_dropout=0.5, num_extra_convs=1,
-    dropout_ratio=0.0`` is torchvision's ``DeepLabHead`` (:func:`torchvision_key_map`).
-
-    Args:
-        output_stride (int): the model's output stride at construction. Default: 16.
-        project_dropout (float): element-wise dropout after the ASPP projection. Default: 0.0.
-        **kwargs: ``BaseDecodeHead`` arguments (``num_classes``, ``dropout_ratio`` ...).
+    ``atrous_rates`` are stated at ``rates_output_stride`` and follow the output stride: OS 16
+    -> 8 doubles them, no weight changes (Table 6). ``downsample_label=True`` is the appendix's
+    ablation (labels shrunk to the logits: 76.01 vs 77.21 mIoU), ``norm_eval=True`` its
+    frozen-BN row. ``project_dropout`` is element-wise dropout after the ASPP projection.
     """
 
     def __init__(self,
@@ -126,7 +111,6 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
         self.switch_output_stride(output_stride)
 
     def switch_output_stride(self, output_stride: int) -> None:
-        """Rescale the ASPP rates to ``output_stride``; every weight stays."""
         check_output_stride(output_stride, MAX_CASCADE_BLOCKS)
         self.aspp.set_atrous_rates(
             scale_atrous_rates(self.atrous_rates, self.rates_output_stride, output_stride))
@@ -134,7 +118,6 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
 
     @property
     def effective_rates(self) -> Tuple[int, ...]:
-        """The dilations the 3x3 branches use at the current output stride."""
         return self.aspp.atrous_rates
 
     def train(self, mode: bool = True) -> 'DeepLabV3Head':
@@ -153,8 +136,8 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
         return self.cls_seg(self._forward_feature(inputs))
 
     def loss_by_feat(self, seg_logits: Tensor, batch_data_samples: SampleList) -> dict:
-        """mmseg's loss, which upsamples the logits to the labels (the paper, appendix); with
-        ``downsample_label`` the labels are first shrunk to the logits, making that a no-op."""
+        """mmseg's loss on logits upsampled to the labels (appendix); ``downsample_label``
+        first shrinks the labels to the logits, so that upsampling is the identity."""
         if self.downsample_label:
             size = seg_logits.shape[2:]
             batch_data_samples = [

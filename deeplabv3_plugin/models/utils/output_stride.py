@@ -14,11 +14,9 @@ MULTI_GRID_FIRST_BLOCK = 3  # multi-grid applies to block4 and every cascaded bl
 
 
 class OutputStrideSwitchable:
-    """Mixin of a module whose geometry follows the model's output stride; weights never change.
-
-    ``current_output_stride`` is the value it runs at now. The ``DeepLabV3`` segmentor's
-    ``output_stride`` and ``test_output_stride`` are the configured training and eval values.
-    """
+    """A module whose geometry follows the model's output stride, weights untouched.
+    ``current_output_stride`` is the value it runs at now; the segmentor's ``output_stride``
+    and ``test_output_stride`` are the configured training and eval values."""
 
     current_output_stride: Optional[int] = None
 
@@ -28,12 +26,8 @@ class OutputStrideSwitchable:
 
 @dataclass(frozen=True)
 class DilationPlan:
-    """Strides and atrous rates of every block and unit of a ResNet at one output stride.
-
-    ``strides`` is the stride of each block's first unit (the others have stride 1);
-    ``block_rates`` doubles for every stride removed; ``unit_dilations`` is the rate of each
-    unit's 3x3 conv: multi-grid unit rate x block rate in block4 and the cascaded blocks.
-    """
+    """Per block: the first unit's stride, the block rate (doubling for every stride removed)
+    and each unit's 3x3 rate (multi-grid unit rate x block rate from block4 on)."""
 
     output_stride: int
     strides: Tuple[int, ...]
@@ -53,7 +47,6 @@ def allowed_output_strides(num_cascade_blocks: int = 0) -> Tuple[int, ...]:
 def check_output_stride(output_stride: int,
                         num_cascade_blocks: int = 0,
                         name: str = 'output_stride') -> int:
-    """Return ``output_stride`` if the network reaches it, else raise naming ``name``."""
     allowed = allowed_output_strides(num_cascade_blocks)
     if output_stride not in allowed:
         raise ValueError(f'{name}={output_stride!r} is not allowed: expected a power of two from '
@@ -67,17 +60,12 @@ def make_dilation_plan(output_stride: int,
                        multi_grid: Optional[Sequence[int]] = None,
                        num_cascade_blocks: int = 0,
                        contract_dilation: bool = False) -> DilationPlan:
-    """Turn the output stride, multi-grid and cascade depth into strides and atrous rates.
+    """Strides and atrous rates for an output stride, multi-grid and cascade depth (Sec. 3.2).
 
-    A block whose stride would take the running stride past ``output_stride`` gets stride 1 and
-    multiplies the rate by the removed stride (TF-slim's ``stack_blocks_dense``, Sec. 3.2).
-    Multi-grid unit rates multiply the block rate (the paper's definition; mmseg's ``multi_grid``
-    is absolute). ``contract_dilation`` halves the first unit's rate of a dilated block, as
-    torchvision and mmseg do; the paper does not.
-
-    Args:
-        units_per_block: units of block1..block4; cascaded blocks have block4's count.
-        multi_grid: unit rates of block4 and the cascaded blocks; None means all ones.
+    A block whose stride would pass ``output_stride`` gets stride 1 and multiplies the rate by
+    it (TF-slim's ``stack_blocks_dense``). Multi-grid unit rates multiply the block rate (the
+    paper's definition; mmseg's ``multi_grid`` is absolute). ``contract_dilation`` halves the
+    first unit's rate of a dilated block, as torchvision and mmseg do; the paper does not.
 
     Example:
         >>> plan = make_dilation_plan(16, (3, 4, 23, 3), multi_grid=(1, 2, 4))
@@ -111,12 +99,8 @@ def make_dilation_plan(output_stride: int,
 
 
 def set_output_stride(model: nn.Module, output_stride: int) -> None:
-    """Evaluate ``model`` at ``output_stride`` (Sec. 4.1, "train OS 16, evaluate OS 8").
-
-    A ``DeepLabV3`` segmentor inside ``model`` gets it as ``test_output_stride`` (applied in eval
-    mode; ``train()`` returns to the training OS); any other ``OutputStrideSwitchable`` module,
-    e.g. a bare backbone or head, switches at once.
-    """
+    """Evaluate ``model`` at ``output_stride`` (Sec. 4.1): a ``DeepLabV3`` inside gets it as
+    ``test_output_stride``; other ``OutputStrideSwitchable`` modules switch at once."""
     from ..segmentors import DeepLabV3  # the segmentors import this module
     segmentors = [m for m in model.modules() if isinstance(m, DeepLabV3)]
     inside = {id(sub) for segmentor in segmentors for sub in segmentor.modules()}
