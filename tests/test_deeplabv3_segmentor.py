@@ -10,7 +10,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 from deeplabv3_plugin.models.segmentors import DeepLabV3
-from deeplabv3_plugin.models.utils import set_output_stride
+from deeplabv3_plugin.models.utils import OutputStrideSwitchable, set_output_stride
 
 NUM_CLASSES = 3
 
@@ -23,23 +23,22 @@ def mmseg_scope():
 
 
 @MODELS.register_module(force=True)
-class _OSProbeHead(BaseDecodeHead):
+class _OSProbeHead(BaseDecodeHead, OutputStrideSwitchable):
     """A head whose 3x3 atrous conv follows the output stride (rate 6 at OS 16), like ASPP."""
 
     def __init__(self, output_stride: int = 16, **kwargs):
         super().__init__(**kwargs)
         self.atrous = nn.Conv2d(self.in_channels, self.channels, 3, bias=False)
         self.calls = []
-        self.output_stride = None
-        self.set_output_stride(output_stride)
+        self.switch_output_stride(output_stride)
 
-    def set_output_stride(self, output_stride: int) -> None:
+    def switch_output_stride(self, output_stride: int) -> None:
         if output_stride not in (8, 16, 32):
             raise ValueError(f'_OSProbeHead: output_stride={output_stride} is not allowed')
         rate = 6 * 16 // output_stride
         self.atrous.dilation = (rate, rate)
         self.atrous.padding = (rate, rate)
-        self.output_stride = output_stride
+        self.current_output_stride = output_stride
         self.calls.append(output_stride)
 
     def forward(self, inputs):
@@ -85,6 +84,10 @@ def batch(model, size=64, n=2):
     return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
 
 
+def oses(model):
+    return model.backbone.current_output_stride, model.decode_head.current_output_stride
+
+
 def snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -104,8 +107,9 @@ def test_registered_and_built_from_a_config():
 
 def test_output_stride_is_pushed_to_backbone_and_head():
     model = build(output_stride=8)
-    assert model.backbone.output_stride == 8
-    assert model.decode_head.output_stride == 8 and model.decode_head.atrous.dilation == (12, 12)
+    assert model.backbone.current_output_stride == 8
+    assert model.decode_head.current_output_stride == 8
+    assert model.decode_head.atrous.dilation == (12, 12)
     assert [m.conv2.dilation[0] for m in model.backbone.layer4] == [4, 8, 16]
 
 
@@ -114,7 +118,7 @@ def test_test_output_stride_applies_in_eval_and_train_restores():
     before = snapshot(model)
     data = batch(model)
     model.eval()
-    assert model.backbone.output_stride == 8 and model.decode_head.output_stride == 8
+    assert oses(model) == (8, 8)
     assert model.decode_head.atrous.dilation == (12, 12)
     with torch.no_grad():
         logits_8 = model(data['inputs'], mode='tensor')
@@ -122,9 +126,9 @@ def test_test_output_stride_applies_in_eval_and_train_restores():
     assert logits_8.shape == (2, NUM_CLASSES, 8, 8)
     assert predictions[0].pred_sem_seg.data.shape == (1, 64, 64)
     model.train()
-    assert model.backbone.output_stride == 16 and model.decode_head.atrous.dilation == (6, 6)
+    assert oses(model) == (16, 16) and model.decode_head.atrous.dilation == (6, 6)
     model.train(False)
-    assert model.backbone.output_stride == 8
+    assert model.backbone.current_output_stride == 8
     model.train()
     assert_same_state(model, before)  # switching never touches a parameter or buffer
     with torch.no_grad():
@@ -135,13 +139,13 @@ def test_test_output_stride_applies_in_eval_and_train_restores():
 def test_test_output_stride_set_after_build_like_tools_test():
     model = build(output_stride=16)
     model.test_output_stride = 8  # what `tools/test.py --output-stride 8` does
-    assert model.backbone.output_stride == 16  # still training
+    assert model.backbone.current_output_stride == 16  # still training
     model.eval()
-    assert model.backbone.output_stride == 8
+    assert model.backbone.current_output_stride == 8
     model.test_output_stride = 32  # in eval mode: applied at once
-    assert model.backbone.output_stride == 32 and model.decode_head.output_stride == 32
+    assert oses(model) == (32, 32)
     model.test_output_stride = None
-    assert model.backbone.output_stride == 16
+    assert model.backbone.current_output_stride == 16
 
 
 def test_with_mmseg_aspp_head_only_the_backbone_switches():
@@ -208,7 +212,7 @@ def test_forward_backward_at_os16_and_os8(output_stride):
 
 
 def _strides(model):
-    return (model.backbone.output_stride, model.decode_head.output_stride,
+    return (model.backbone.current_output_stride, model.decode_head.current_output_stride,
             model.decode_head.effective_rates)
 
 
@@ -237,14 +241,14 @@ def test_free_function_sets_the_test_output_stride_not_the_training_one(order):
 
 def test_mode_change_realigns_a_submodule_switched_on_its_own():
     model = build(output_stride=16, test_output_stride=8).eval()
-    assert model.backbone.output_stride == 8 and model.decode_head.output_stride == 8
+    assert oses(model) == (8, 8)
     set_output_stride(model.backbone, 32)  # the free function on a submodule: switched at once
-    model.decode_head.set_output_stride(32)  # behind the segmentor's back
-    assert model.backbone.output_stride == 32 and model.decode_head.output_stride == 32
+    model.decode_head.switch_output_stride(32)  # behind the segmentor's back
+    assert oses(model) == (32, 32)
     model.train()
-    assert model.backbone.output_stride == 16 and model.decode_head.output_stride == 16
+    assert oses(model) == (16, 16)
     model.eval()
-    assert model.backbone.output_stride == 8 and model.decode_head.output_stride == 8
+    assert oses(model) == (8, 8)
 
 
 def test_without_output_stride_the_submodules_values_are_used():
@@ -252,18 +256,19 @@ def test_without_output_stride_the_submodules_values_are_used():
                   test_output_stride=16)
     assert model.output_stride == 8
     model.eval()
-    assert model.backbone.output_stride == 16
-    with pytest.raises(ValueError, match=r'backbone.output_stride=8, '
-                       r'decode_head.output_stride=16.*set DeepLabV3\(output_stride=...\)'):
+    assert model.backbone.current_output_stride == 16
+    with pytest.raises(ValueError, match=r'backbone=8, decode_head=16.*set '
+                       r'DeepLabV3\(output_stride=...\)'):
         build(backbone=dict(BACKBONE, output_stride=8))
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(output_stride=12), r'DeepLabV3: output_stride=12 is not allowed: expected a power of'),
+    (dict(output_stride=12), r'DeepLabV3: output_stride=12 was rejected: output_stride=12 is '
+     r'not allowed: expected a power of'),
     (dict(output_stride=16, test_output_stride=3),
-     r'DeepLabV3: test_output_stride=3 is not allowed'),
+     r'DeepLabV3: test_output_stride=3 was rejected: output_stride=3 is not allowed'),
     (dict(output_stride=16, test_output_stride=64),
-     r'DeepLabV3: test_output_stride=64 was rejected: .*output_stride=64 is not reachable'),
+     r'DeepLabV3: test_output_stride=64 was rejected: .*one of \(4, 8, 16, 32\)'),
     (dict(output_stride=16, test_output_stride=4),
      r'test_output_stride=4 was rejected: _OSProbeHead: output_stride=4'),
 ])
@@ -276,15 +281,17 @@ def test_rejected_test_output_stride_leaves_the_model_untouched():
     model = build(output_stride=16).eval()
     with pytest.raises(ValueError, match='test_output_stride=4 was rejected'):
         model.test_output_stride = 4  # the backbone accepts 4, the head does not
-    assert model.backbone.output_stride == 16 and model.decode_head.output_stride == 16
+    assert oses(model) == (16, 16)
     assert model.test_output_stride is None
 
 
-@pytest.mark.parametrize('knob', ['output_stride', 'test_output_stride'])
-def test_knob_without_switchable_modules_is_rejected(knob):
+@pytest.mark.parametrize('knob,match', [
+    ('output_stride', 'output_stride=8 cannot be applied: no submodule is OutputStrideSwitchable'),
+    ('test_output_stride', 'test_output_stride=8 needs a training output stride'),
+])
+def test_knob_without_switchable_modules_is_rejected(knob, match):
     fixed = dict(backbone=dict(type='ResNetV1c', depth=18, base_channels=4, stem_channels=8),
                  decode_head=dict(aspp_head(), in_channels=32))
     assert build(**fixed).output_stride is None  # no knob given: a plain EncoderDecoder
-    with pytest.raises(ValueError, match=rf'{knob}=8 cannot be applied: no submodule defines '
-                       r'set_output_stride'):
+    with pytest.raises(ValueError, match=match):
         build(**fixed, **{knob: 8})

@@ -207,7 +207,7 @@ def test_fast_model_follows_the_output_stride():
     work on the fast model exactly as on the original."""
     model = build_tiny_model(output_stride=16, test_output_stride=8)
     fast = FastInferenceModel(model)
-    assert fast.module.backbone.output_stride == 8  # eval mode applied the test OS
+    assert fast.module.backbone.current_output_stride == 8  # eval mode applied the test OS
     torch.testing.assert_close(predict(fast)[0], predict(model.eval())[0], rtol=1e-4, atol=1e-4)
     plain = build_tiny_model(output_stride=16)
     fast = FastInferenceModel(plain)

@@ -94,7 +94,7 @@ def test_tool_exports_aspp_model_at_output_stride_8(tmp_path):
 
     # Independently of the tool: ONNX Runtime vs mmseg's test_step at OS 8, at a third size.
     reference = build_segmentor(ASPP_CONFIG, checkpoint, SMALL_ASPP, output_stride=8)
-    assert reference.backbone.output_stride == 8
+    assert reference.backbone.current_output_stride == 8
     assert reference.decode_head.effective_rates == (12, 24, 36)
     image = _image((1, 3, 40, 56), seed=2)
     np.testing.assert_allclose(
