@@ -38,17 +38,11 @@ class StateDictMismatch:
         return bool(self.missing or self.unexpected or self.shape)
 
     def describe(self) -> str:
-        parts = []
-        if self.shape:
-            shapes = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in self.shape]
-            parts.append(f'{len(self.shape)} tensor(s) have another shape ({listing(shapes)}).')
-        if self.missing:
-            parts.append(f'{len(self.missing)} model key(s) are missing from the checkpoint ('
-                         f'{listing(self.missing)}).')
-        if self.unexpected:
-            parts.append(f'{len(self.unexpected)} checkpoint key(s) do not exist in the model ('
-                         f'{listing(self.unexpected)}).')
-        return ' '.join(parts)
+        shapes = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in self.shape]
+        kinds = ((shapes, 'tensor(s) have another shape'),
+                 (self.missing, 'model key(s) are missing from the checkpoint'),
+                 (self.unexpected, 'checkpoint key(s) do not exist in the model'))
+        return ' '.join(f'{len(keys)} {what} ({listing(keys)}).' for keys, what in kinds if keys)
 
 
 def compare_state_dicts(model_state: Mapping[str, Any],

@@ -1,8 +1,5 @@
-"""What each option of ``tools/train.py`` and ``tools/test.py`` does to the config.
-
-One function per option, callable on a config in tests; the flags mean what they mean in mmseg's
-tools, and user mistakes raise :class:`~.errors.UserInputError`.
-"""
+"""What each option of ``tools/train.py`` and ``tools/test.py`` does to the config, one function
+per option (as in mmseg's tools); user mistakes raise :class:`~.errors.UserInputError`."""
 import copy
 import inspect
 import logging
@@ -42,18 +39,14 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None
 
 
 def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
-    """``--amp``: mmengine's ``AmpOptimWrapper`` on an accelerator, bf16 autocast on a CPU.
-
-    A CPU without native bf16 (AVX512-BF16/AMX) emulates it, slower than float32, so it is
-    refused with the slowdown measured now unless ``force_bf16`` (``--force-bf16``).
-    """
+    """``--amp``: ``AmpOptimWrapper`` on an accelerator, bf16 autocast on a CPU; refused where
+    the CPU emulates bf16 (slower than float32) unless ``force_bf16``."""
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type in ('AmpOptimWrapper', 'BF16AutocastOptimWrapper'):
         return _warn(f'--amp: the config already trains with {wrapper_type}.')
     if wrapper_type != 'OptimWrapper':
-        raise UserInputError(
-            f'--amp: optim_wrapper.type is {wrapper_type!r}; --amp can only turn the plain '
-            "'OptimWrapper' into a mixed-precision one. Configure AMP in the config instead.")
+        raise UserInputError(f"--amp: optim_wrapper.type is {wrapper_type!r}, not 'OptimWrapper'"
+                             '; configure mixed precision in the config instead.')
     if get_device() != 'cpu':
         cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
         return
@@ -63,9 +56,8 @@ def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
                 f"a convolution's training step measured just now took "
                 f'{bf16_slowdown(training=True):.1f}x its float32 time')
         if not force_bf16:
-            raise UserInputError(
-                f'--amp: on a CPU mixed precision means bf16 autocast, and {cost}. Drop --amp to '
-                'train in float32 (faster here), or add --force-bf16 to train in bf16 anyway.')
+            raise UserInputError(f'--amp: on a CPU mixed precision means bf16 autocast, and '
+                                 f'{cost}. Drop --amp, or add --force-bf16 to use bf16 anyway.')
         _warn(f'--amp --force-bf16: {cost}; training in bf16 anyway.')
     cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
 
@@ -91,20 +83,14 @@ def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False,
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
-    """``--resume`` (``'auto'``: the work dir's ``last_checkpoint``) or ``--resume CKPT``.
-
-    ``last_checkpoint`` names the last complete save, and unlike plain mmengine the config's
-    ``load_from`` never wins over it. With no checkpoint yet the run starts from the beginning.
-    A fresh run over a work dir with checkpoints warns (a forgotten ``--resume``).
-    """
+    """``--resume`` (``'auto'``: the work dir's ``last_checkpoint``, the last complete save,
+    never the config's ``load_from``) or ``--resume CKPT``; a fresh run over checkpoints warns."""
     cfg.resume = False
     if resume is None:
         latest = find_latest_checkpoint(cfg.work_dir)
         if latest is not None:
-            _warn(f'Work dir {cfg.work_dir!r} already holds checkpoints of a run (latest: '
-                  f'{latest!r}). This run starts at iteration 0 and overwrites checkpoints of the '
-                  'same names as it goes: pass --resume to continue that run instead, or '
-                  '--work-dir for a separate one.')
+            _warn(f'Work dir {cfg.work_dir!r} holds checkpoints (latest: {latest!r}) that this '
+                  'run overwrites: pass --resume to continue that run, or another --work-dir.')
         return
     if resume == 'auto':
         checkpoint = find_latest_checkpoint(cfg.work_dir)
@@ -142,12 +128,8 @@ def _accepts(cls: type, name: str) -> bool:
 
 
 def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
-    """``--output-stride N``: evaluate at another output stride (paper Sec. 4.3, Tables 4, 6).
-
-    Train at OS 16, evaluate at OS 8: the paper's best single-scale inference, same weights. It
-    is the ``test_output_stride`` of the plugin's segmentor; other segmentors are refused rather
-    than silently ignored.
-    """
+    """``--output-stride N``: evaluate at another output stride, e.g. 8 for a model trained at
+    16 (paper Sec. 4.3, Tables 4, 6); other segmentors than the plugin's are refused."""
     if output_stride is None:
         return
     try:
@@ -158,33 +140,23 @@ def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
     model_type = cfg.model.get('type')
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope') or 'mmseg'):
         model_cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
-    if model_cls is None:
-        raise UserInputError(f'--output-stride: model type {model_type!r} is not registered in '
-                             "mmseg's MODELS (is custom_imports missing from the config?).")
-    if not _accepts(model_cls, 'test_output_stride'):
+    if model_cls is not None and not _accepts(model_cls, 'test_output_stride'):
         raise UserInputError(
-            f'--output-stride {output_stride}: model type {model_type!r} '
-            f'({model_cls.__module__}.{model_cls.__qualname__}) has no test_output_stride '
-            "argument, so it cannot be evaluated at another output stride. Use the plugin's "
-            "segmentor, model = dict(type='DeepLabV3', ...), or drop --output-stride.")
+            f'--output-stride {output_stride}: model type {model_type!r} has no '
+            "test_output_stride argument; use the plugin's type='DeepLabV3' or drop the flag.")
     cfg.model.test_output_stride = output_stride
 
 
 def enable_tta(cfg: Config) -> None:
-    """``--tta``: multi-scale + flip inference (paper Tables 4, 6 "MS+Flip"), as mmseg's tool:
-    ``cfg.tta_pipeline`` for the test set, ``cfg.tta_model`` around the model."""
+    """``--tta``: multi-scale + flip inference (paper Tables 4, 6), as mmseg's tool does."""
     missing = [key for key in ('tta_pipeline', 'tta_model') if cfg.get(key) is None]
     if missing:
-        raise UserInputError(
-            f'--tta: the config has no {" and no ".join(missing)}. Expected '
-            "tta_model = dict(type='SegTTAModel') and a tta_pipeline with TestTimeAug (as in "
-            "mmseg's configs/_base_/datasets/*.py); inherit them or drop --tta.")
+        raise UserInputError(f'--tta: the config has no {" and no ".join(missing)} (mmseg\'s '
+                             'dataset bases have them); inherit them or drop --tta.')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
-    # The TTA wrapper hands its data_preprocessor (else the Runner's top-level one, another
-    # canvas) to the model it wraps: it must be the model's own.
-    if cfg.model.get('data_preprocessor') is not None and \
-            cfg.tta_model.get('data_preprocessor') is None:
+    # The wrapper hands its data_preprocessor (else the Runner's top-level one) to the model.
+    if cfg.tta_model.get('data_preprocessor') is None and cfg.model.get('data_preprocessor'):
         cfg.tta_model.data_preprocessor = copy.deepcopy(cfg.model.data_preprocessor)
     cfg.model = cfg.tta_model
 
@@ -197,10 +169,8 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         return
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
-        raise UserInputError(
-            '--show-dir/--show: the config has no default_hooks.visualization; expected '
-            "default_hooks = dict(visualization=dict(type='SegVisualizationHook')) (mmseg's "
-            'default_runtime.py has it).')
+        raise UserInputError('--show-dir/--show: the config has no default_hooks.visualization '
+                             "(mmseg's default_runtime.py has a SegVisualizationHook).")
     hook.update(draw=True, interval=1)
     if show:
         hook.update(show=True, wait_time=wait_time)

@@ -18,8 +18,7 @@ Best = Dict[Tuple[str, str], Run]
 
 
 def _output_stride_plot(table: PaperTable, best: Best) -> Figure:
-    fig = Figure(figsize=(6.4, 4.2), layout='constrained')
-    ax = fig.add_subplot()
+    ax = Figure(figsize=(6.4, 4.2), layout='constrained').add_subplot()
     strides = [row.inference.output_stride for row in table.rows]
     ax.plot(strides, [row.miou for row in table.rows], label='paper', **PAPER_STYLE)
     ours = [(row.inference.output_stride, best[(row.table, row.row)].miou) for row in table.rows
@@ -36,7 +35,7 @@ def _output_stride_plot(table: PaperTable, best: Best) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(loc='lower left')
     ax.set_title(textwrap.fill(f'{table.name}. {table.title}', 64), fontsize=11)
-    return fig
+    return ax.figure
 
 
 def _dot_plot(table: PaperTable, best: Best) -> Figure:
