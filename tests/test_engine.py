@@ -23,8 +23,9 @@ from mmseg.registry import HOOKS, MODEL_WRAPPERS, MODELS
 
 import deeplabv3_plugin  # noqa: F401
 from deeplabv3_plugin.engine import (CheckpointCompatibilityHook, CheckpointMismatchError,
-                                     CPUSafeDDP, UserInputError, check_cfg_options, check_state_dict_fits,
-                                     compare_state_dicts, convert_sync_bn_cfg, load_config,
+                                     CPUSafeDDP, UserInputError, check_cfg_options,
+                                     check_state_dict_fits, compare_state_dicts,
+                                     convert_sync_bn_cfg, load_config,
                                      prepare_cpu_distributed_cfg, torch_dist_env)
 from deeplabv3_plugin.engine.config_checks import cfg_option_problem
 from deeplabv3_plugin.engine.tool_options import (add_custom_hook, check_checkpoint_arg,

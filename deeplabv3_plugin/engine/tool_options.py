@@ -156,7 +156,8 @@ def enable_tta(cfg: Config) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     # The wrapper hands its data_preprocessor (else the Runner's top-level one) to the model.
-    if cfg.tta_model.get('data_preprocessor') is None and cfg.model.get('data_preprocessor'):
+    if cfg.model.get('data_preprocessor') is not None and \
+            cfg.tta_model.get('data_preprocessor') is None:
         cfg.tta_model.data_preprocessor = copy.deepcopy(cfg.model.data_preprocessor)
     cfg.model = cfg.tta_model
 
