@@ -23,9 +23,9 @@ from mmseg.registry import HOOKS, MODEL_WRAPPERS, MODELS
 
 import deeplabv3_plugin  # noqa: F401
 from deeplabv3_plugin.engine import (CheckpointCompatibilityHook, CheckpointMismatchError,
-                                     ConfigOptionError, CPUSafeDDP, UserInputError,
-                                     check_cfg_options, check_state_dict_fits,
-                                     compare_state_dicts, convert_sync_bn_cfg, load_config,
+                                     CPUSafeDDP, UserInputError, check_cfg_options,
+                                     check_state_dict_fits, compare_state_dicts,
+                                     convert_sync_bn_cfg, load_config,
                                      prepare_cpu_distributed_cfg, torch_dist_env)
 from deeplabv3_plugin.engine.config_checks import cfg_option_problem
 from deeplabv3_plugin.engine.tool_options import (add_custom_hook, check_checkpoint_arg,
@@ -80,13 +80,12 @@ def test_cfg_option_bad_list_index_and_scalar_parent(cfg):
 def test_check_cfg_options_lists_every_problem(cfg):
     check_cfg_options(cfg, None)
     check_cfg_options(cfg, {'model.backbone.depth': 34})
-    with pytest.raises(ConfigOptionError) as info:
+    with pytest.raises(UserInputError) as info:
         check_cfg_options(cfg, {'model.backbone.dept': 34, 'model.decode_head.chanels': 4,
                                 'model.backbone.depth': 34}, 'cfg.py')
     message = str(info.value)
     assert "2 key(s) do not fit the keys of config 'cfg.py'" in message
     assert "'model.backbone.dept'" in message and "'model.decode_head.channels'" in message
-    assert isinstance(info.value, UserInputError)
 
 
 def test_load_config_missing_file(tmp_path):
@@ -303,11 +302,11 @@ def test_set_test_output_stride_refuses_models_without_the_knob(cfg):
     cfg.model.type = 'EncoderDecoder'
     set_test_output_stride(cfg, None)
     assert 'test_output_stride' not in cfg.model
-    with pytest.raises(UserInputError, match=r"model type 'EncoderDecoder' .* has no "
+    with pytest.raises(UserInputError, match="model type 'EncoderDecoder' has no "
                        'test_output_stride'):
         set_test_output_stride(cfg, 8)
     for bad in (0, 12, -8):
-        with pytest.raises(UserInputError, match=f'power of two .* got {bad}'):
+        with pytest.raises(UserInputError, match=f'--output-stride {bad}: .*power of two'):
             set_test_output_stride(cfg, bad)
 
 

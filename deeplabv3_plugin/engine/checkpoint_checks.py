@@ -1,11 +1,8 @@
 """Refuse a checkpoint that does not fit the model, instead of testing half-random weights.
 
-mmengine loads with ``strict=False``: missing, unexpected and mis-shaped keys are only logged
-and stay randomly initialised, so a checkpoint of another config gives a plausible but
-meaningless mIoU (or a resume that silently restarts part of the model).
-:class:`CheckpointCompatibilityHook` compares on ``after_load_checkpoint``, before any weight is
-copied. Fine-tuning from another model (``load_from`` in training) is a legitimate partial load,
-so ``tools/train.py`` adds the hook only when resuming.
+mmengine loads with ``strict=False`` and only logs missing or mis-shaped keys, so a checkpoint of
+another config gives a plausible but meaningless mIoU. Fine-tuning from another model is a
+legitimate partial load, so ``tools/train.py`` checks only when resuming.
 """
 import re
 from dataclasses import dataclass, field
@@ -24,9 +21,6 @@ __all__ = [
     'check_state_dict_fits', 'checkpoint_state_dict', 'compare_state_dicts'
 ]
 
-#: mmengine's ``revise_keys`` default: DDP's ``module.`` prefix is stripped when loading.
-REVISE_KEYS = ((r'^module\.', ''), )
-
 
 class CheckpointMismatchError(UserInputError):
     """A checkpoint's tensors do not match the model the config builds."""
@@ -34,8 +28,7 @@ class CheckpointMismatchError(UserInputError):
 
 @dataclass
 class StateDictMismatch:
-    """Model keys the checkpoint lacks, checkpoint keys the model lacks, and
-    ``(key, checkpoint_shape, model_shape)`` of keys in both with different shapes."""
+    """Keys the checkpoint lacks, keys the model lacks, ``(key, checkpoint shape, model shape)``."""
 
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
@@ -45,27 +38,17 @@ class StateDictMismatch:
         return bool(self.missing or self.unexpected or self.shape)
 
     def describe(self) -> str:
-        """One sentence per kind of difference, listing the first few keys of each."""
-        parts = []
-        if self.shape:
-            shapes = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in self.shape]
-            parts.append(f'{len(self.shape)} tensor(s) have another shape ({listing(shapes)}).')
-        if self.missing:
-            parts.append(f'{len(self.missing)} model key(s) are missing from the checkpoint ('
-                         f'{listing(self.missing)}).')
-        if self.unexpected:
-            parts.append(f'{len(self.unexpected)} checkpoint key(s) do not exist in the model ('
-                         f'{listing(self.unexpected)}).')
-        return ' '.join(parts)
+        shapes = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in self.shape]
+        kinds = ((shapes, 'tensor(s) have another shape'),
+                 (self.missing, 'model key(s) are missing from the checkpoint'),
+                 (self.unexpected, 'checkpoint key(s) do not exist in the model'))
+        return ' '.join(f'{len(keys)} {what} ({listing(keys)}).' for keys, what in kinds if keys)
 
 
 def compare_state_dicts(model_state: Mapping[str, Any],
                         checkpoint_state: Mapping[str, Any]) -> StateDictMismatch:
-    """How ``checkpoint_state`` differs from ``model_state``; falsy when it fits.
-
-    A missing BN ``num_batches_tracked`` counter is ignored, as mmengine does (old checkpoints
-    lack them).
-    """
+    """How ``checkpoint_state`` differs from ``model_state`` (falsy when it fits); a missing BN
+    ``num_batches_tracked`` is ignored, as mmengine does."""
     mismatch = StateDictMismatch()
     for key, value in model_state.items():
         theirs = checkpoint_state.get(key)
@@ -80,20 +63,16 @@ def compare_state_dicts(model_state: Mapping[str, Any],
 
 
 def checkpoint_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
-    """The ``state_dict`` of a checkpoint (or the mapping itself), keys revised as mmengine does."""
+    """A checkpoint's ``state_dict`` (or the mapping itself), DDP's ``module.`` prefix stripped
+    (mmengine's default ``revise_keys``)."""
     state = checkpoint.get('state_dict', checkpoint)
-    for pattern, replacement in REVISE_KEYS:
-        state = {re.sub(pattern, replacement, key): value for key, value in state.items()}
-    return state
+    return {re.sub(r'^module\.', '', key): value for key, value in state.items()}
 
 
 def check_state_dict_fits(model: torch.nn.Module, checkpoint: Mapping[str, Any],
                           source: str = 'the checkpoint') -> None:
-    """Raise :class:`CheckpointMismatchError` unless ``checkpoint`` loads fully into ``model``.
-
-    DDP and test-time-augmentation wrappers are looked through, as mmengine's loader does;
-    ``source`` (a path) is named in the message.
-    """
+    """Raise :class:`CheckpointMismatchError` unless ``checkpoint`` loads fully into ``model``
+    (DDP and TTA wrappers looked through, as mmengine's loader does)."""
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     mismatch = compare_state_dicts(model.state_dict(), checkpoint_state_dict(checkpoint))
@@ -109,16 +88,12 @@ def check_state_dict_fits(model: torch.nn.Module, checkpoint: Mapping[str, Any],
 class CheckpointCompatibilityHook(Hook):
     """Stop the run when a loaded or resumed checkpoint does not fully fit the model.
 
-    ``custom_hooks = [dict(type='CheckpointCompatibilityHook')]``; ``tools/test.py`` always adds
-    it, ``tools/train.py`` with ``--resume``.
+    ``tools/test.py`` always adds it, ``tools/train.py`` with ``--resume``.
     """
 
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if runner.cfg.get('load_from'):
-            source = repr(runner.cfg.load_from)
-        else:  # auto-resume: mmengine loads the work dir's latest checkpoint
-            latest = find_latest_checkpoint(runner.work_dir)
-            source = repr(latest) if latest else f'resumed from {runner.work_dir!r}'
+        source = runner.cfg.get('load_from') or find_latest_checkpoint(runner.work_dir)
+        source = repr(source) if source else f'resumed from {runner.work_dir!r}'
         check_state_dict_fits(runner.model, checkpoint, source=source)

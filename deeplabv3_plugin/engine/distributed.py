@@ -1,17 +1,14 @@
-"""Distributed training and testing on CPUs (gloo), which mmengine 0.10.7 cannot start by itself.
+"""Distributed runs on CPUs (gloo), which mmengine 0.10.7 cannot start by itself.
 
-Stock mmengine fails three ways without an accelerator: ``init_dist`` calls
-``torch.cuda.set_device`` (so :func:`init_cpu_process_group` starts gloo itself and the
-``Runner`` skips ``init_dist``); ``Runner.wrap_model`` passes ``device_ids``, which DDP refuses
-for CPU modules (so the config selects :class:`~.model_wrappers.CPUSafeDDP`); and ``SyncBN``
-only runs on GPUs (so it becomes ``BN`` in the config, logged and dumped with the run).
-:func:`setup_distributed` applies all three before ``Runner.from_cfg``; accelerator runs are left
-to mmengine.
+Without an accelerator mmengine fails three ways: ``init_dist`` calls ``torch.cuda.set_device``
+(gloo is started here instead), ``Runner.wrap_model`` passes ``device_ids`` (the config gets
+:class:`~.model_wrappers.CPUSafeDDP`) and SyncBN needs GPUs (it becomes BN). Accelerator runs
+are left to mmengine.
 """
 import datetime
 import os
 import subprocess
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping
 
 import torch.distributed as dist
 from mmengine.config import Config
@@ -20,84 +17,44 @@ from mmengine.logging import print_log
 
 from .errors import UserInputError
 
-__all__ = [
-    'SYNC_BN_TYPES', 'convert_sync_bn_cfg', 'init_cpu_process_group',
-    'prepare_cpu_distributed_cfg', 'setup_distributed', 'torch_dist_env'
-]
+__all__ = ['convert_sync_bn_cfg', 'prepare_cpu_distributed_cfg', 'setup_distributed',
+           'torch_dist_env']
 
-#: Norm-layer types (mmcv's ``MODELS`` names) that need a GPU: torch's and mmcv's SyncBatchNorm.
-SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
-
-_TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
-_DEFAULT_MASTER_PORT = '29500'  # torch.distributed's default
+#: Per launcher: its names of rank, world size, local rank and master host, and how to start it.
+_LAUNCHERS = {
+    'pytorch': (('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
+                'start the processes with torchrun (tools/dist_train.sh, tools/dist_test.sh), '
+                'which sets them.'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST'),
+              'start the processes with srun inside a Slurm allocation.'),
+    'mpi': (('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK',
+             'MASTER_ADDR'), "start the processes with Open MPI's mpirun and export MASTER_ADDR "
+            '(the host of rank 0), e.g. mpirun -x MASTER_ADDR=host0 ...'),
+}
 
 
 def _first_slurm_host(nodelist: str) -> str:
-    """First host name of a Slurm node list such as ``node[01-04]``, via ``scontrol``."""
-    out = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True,
-                         text=True, check=True).stdout
-    return out.split()[0]
-
-
-def _require(environ: Mapping[str, str], names: tuple, launcher: str, how: str) -> None:
-    missing = [name for name in names if name not in environ]
-    if missing:
-        raise UserInputError(
-            f'--launcher {launcher}: the environment variables {", ".join(missing)} are not set; '
-            f'{how}')
+    """First host of a Slurm node list such as ``node[01-04]``."""
+    return subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True,
+                          text=True, check=True).stdout.split()[0]
 
 
 def torch_dist_env(launcher: str, environ: Mapping[str, str],
                    resolve_host: Callable[[str], str] = _first_slurm_host) -> Dict[str, str]:
-    """The ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` variables of a launcher's process.
-
-    torchrun (``'pytorch'``) sets them; Slurm (``srun``) and Open MPI (``mpirun``) say the same
-    with their own names, translated as mmengine's ``init_dist`` does for GPUs. ``resolve_host``
-    turns ``SLURM_NODELIST`` into the rendezvous host when ``MASTER_ADDR`` is unset.
-
-    Raises:
-        UserInputError: A variable the launcher must provide is missing, or an unknown launcher.
-    """
-    if launcher == 'pytorch':
-        _require(environ, _TORCHRUN_VARS, launcher,
-                 'start the processes with torchrun (tools/dist_train.sh, tools/dist_test.sh), '
-                 'which sets them.')
-        return {name: environ[name] for name in _TORCHRUN_VARS}
-    if launcher == 'slurm':
-        _require(environ, ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST'),
-                 launcher, 'start the processes with srun inside a Slurm allocation.')
-        master_addr = environ.get('MASTER_ADDR') or resolve_host(environ['SLURM_NODELIST'])
-        return dict(RANK=environ['SLURM_PROCID'], WORLD_SIZE=environ['SLURM_NTASKS'],
-                    LOCAL_RANK=environ['SLURM_LOCALID'], MASTER_ADDR=master_addr,
-                    MASTER_PORT=environ.get('MASTER_PORT', _DEFAULT_MASTER_PORT))
-    if launcher == 'mpi':
-        _require(environ, ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
-                           'OMPI_COMM_WORLD_LOCAL_RANK', 'MASTER_ADDR'), launcher,
-                 'start the processes with Open MPI\'s mpirun and export MASTER_ADDR '
-                 '(the host of rank 0), e.g. mpirun -x MASTER_ADDR=host0 ...')
-        return dict(RANK=environ['OMPI_COMM_WORLD_RANK'],
-                    WORLD_SIZE=environ['OMPI_COMM_WORLD_SIZE'],
-                    LOCAL_RANK=environ['OMPI_COMM_WORLD_LOCAL_RANK'],
-                    MASTER_ADDR=environ['MASTER_ADDR'],
-                    MASTER_PORT=environ.get('MASTER_PORT', _DEFAULT_MASTER_PORT))
-    raise UserInputError(f"--launcher {launcher!r} is not a distributed launcher; expected "
-                         "'pytorch', 'slurm' or 'mpi'.")
-
-
-def init_cpu_process_group(launcher: str, timeout_s: Optional[float] = None) -> bool:
-    """Initialise the gloo process group of a CPU run, as ``init_dist`` would on a GPU.
-
-    Returns whether it did: nothing happens for ``launcher='none'``, with an accelerator, or when
-    a group exists. ``timeout_s`` is ``env_cfg.dist_cfg.timeout`` (None: PyTorch's default).
-    """
-    if launcher == 'none' or get_device() != 'cpu' or dist.is_initialized():
-        return False
-    os.environ.update(torch_dist_env(launcher, os.environ))
-    kwargs: Dict[str, Any] = {}
-    if timeout_s is not None:
-        kwargs['timeout'] = datetime.timedelta(seconds=timeout_s)
-    dist.init_process_group(backend='gloo', **kwargs)
-    return True
+    """torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` from a launcher's variables,
+    translated as mmengine's ``init_dist`` does for GPUs."""
+    if launcher not in _LAUNCHERS:
+        raise UserInputError(f"--launcher {launcher!r} is not a distributed launcher; expected "
+                             "'pytorch', 'slurm' or 'mpi'.")
+    names, how = _LAUNCHERS[launcher]
+    missing = [name for name in names if name not in environ]
+    if missing:
+        raise UserInputError(f'--launcher {launcher}: the environment variables '
+                             f'{", ".join(missing)} are not set; {how}')
+    rank, world_size, local_rank, host = (environ[name] for name in names[:4])
+    return dict(RANK=rank, WORLD_SIZE=world_size, LOCAL_RANK=local_rank,
+                MASTER_ADDR=environ.get('MASTER_ADDR') or resolve_host(host),
+                MASTER_PORT=environ.get('MASTER_PORT', '29500'))
 
 
 def convert_sync_bn_cfg(node: Any, path: str = '') -> List[str]:
@@ -105,7 +62,7 @@ def convert_sync_bn_cfg(node: Any, path: str = '') -> List[str]:
     returns the dotted paths converted, e.g. ``['model.backbone.norm_cfg']``."""
     converted = []
     if isinstance(node, dict):
-        if node.get('type') in SYNC_BN_TYPES:
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
             node['type'] = 'BN'
             converted.append(path)
         for key, value in node.items():
@@ -117,12 +74,8 @@ def convert_sync_bn_cfg(node: Any, path: str = '') -> List[str]:
 
 
 def prepare_cpu_distributed_cfg(cfg: Config) -> List[str]:
-    """Edit ``cfg`` so its distributed run works on CPUs; returns one log line per change.
-
-    ``model_wrapper_cfg`` becomes ``CPUSafeDDP`` (keeping mmengine's default arguments or the
-    config's), every ``SyncBN`` becomes ``BN`` and ``sync_bn`` is dropped, and
-    ``env_cfg.dist_cfg.backend`` becomes ``'gloo'`` so the dumped config says what ran.
-    """
+    """Edit ``cfg`` for a CPU distributed run (``CPUSafeDDP``, ``BN``, gloo, so the dumped config
+    says what ran); returns one log line per change."""
     changes = []
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:
@@ -137,14 +90,11 @@ def prepare_cpu_distributed_cfg(cfg: Config) -> List[str]:
     elif wrapper.get('type') != 'CPUSafeDDP':
         changes.append(f"model_wrapper_cfg.type {wrapper.get('type')!r} kept as configured; it "
                        'must not pass device_ids to DDP for CPU modules')
-    converted = [path for key in list(cfg.keys()) for path in convert_sync_bn_cfg(cfg[key], key)]
-    for path in converted:
+    for path in [path for key in list(cfg.keys()) for path in convert_sync_bn_cfg(cfg[key], key)]:
         changes.append(f"{path}.type: SyncBN -> 'BN' (SyncBatchNorm needs GPUs)")
     if cfg.get('sync_bn') is not None:
-        changes.append(f'sync_bn={cfg.sync_bn!r} removed (SyncBatchNorm needs GPUs)')
-        cfg.pop('sync_bn')
-    env_cfg = cfg.setdefault('env_cfg', dict())
-    dist_cfg = env_cfg.setdefault('dist_cfg', dict())
+        changes.append(f'sync_bn={cfg.pop("sync_bn")!r} removed (SyncBatchNorm needs GPUs)')
+    dist_cfg = cfg.setdefault('env_cfg', dict()).setdefault('dist_cfg', dict())
     if dist_cfg.get('backend') != 'gloo':
         changes.append(f"env_cfg.dist_cfg.backend: {dist_cfg.get('backend')!r} -> 'gloo'")
         dist_cfg['backend'] = 'gloo'
@@ -152,13 +102,17 @@ def prepare_cpu_distributed_cfg(cfg: Config) -> List[str]:
 
 
 def setup_distributed(cfg: Config) -> None:
-    """Prepare ``cfg.launcher``'s distributed run on CPUs (edit, log on rank 0, start gloo);
-    a no-op otherwise. Call it on the final config, before ``Runner.from_cfg``."""
+    """On a CPU, prepare ``cfg.launcher``'s run (config edits logged on rank 0) and start gloo;
+    call it on the final config, before the runner is built. A no-op otherwise."""
     launcher = cfg.get('launcher', 'none')
     if launcher == 'none' or get_device() != 'cpu':
         return
     changes = prepare_cpu_distributed_cfg(cfg)
-    init_cpu_process_group(launcher, cfg.env_cfg.dist_cfg.get('timeout'))
+    if not dist.is_initialized():
+        os.environ.update(torch_dist_env(launcher, os.environ))
+        timeout = cfg.env_cfg.dist_cfg.get('timeout')  # None: PyTorch's default
+        kwargs = {} if timeout is None else dict(timeout=datetime.timedelta(seconds=timeout))
+        dist.init_process_group(backend='gloo', **kwargs)
     if dist.get_rank() == 0:
         for change in changes:
             print_log(f'CPU distributed run ({launcher}, world size {dist.get_world_size()}): '

@@ -1,9 +1,4 @@
-"""The exception the tools print as one paragraph (exit status 2) instead of a traceback.
-
-A wrong path, a mistyped ``--cfg-options`` key or a checkpoint of another model is a user's
-mistake: its message names the file or key, the value and what was expected. Any other exception
-keeps its traceback, which is what a bug report needs.
-"""
+""":class:`UserInputError`: a user's mistake, which the tools print as one paragraph (exit 2)."""
 import os
 import sys
 from typing import Callable, Iterable, NoReturn, Optional
@@ -12,7 +7,8 @@ __all__ = ['UserInputError', 'listing', 'run_tool']
 
 
 class UserInputError(ValueError):
-    """Bad input from the command line, a config or a file, described for the user."""
+    """Bad input from the command line, a config or a file; the message names it and what was
+    expected. Any other exception keeps its traceback for bug reports."""
 
 
 def listing(items: Iterable, limit: int = 5, sep: str = ', ') -> str:
@@ -23,10 +19,7 @@ def listing(items: Iterable, limit: int = 5, sep: str = ', ') -> str:
 
 
 def run_tool(main: Callable[[], Optional[int]]) -> NoReturn:
-    """Run a tool's ``main`` and exit with its status; a :class:`UserInputError` exits 2.
-
-    The error is printed as ``<tool>: error: <message>``, argparse's form.
-    """
+    """Run a tool's ``main``; a :class:`UserInputError` prints ``<tool>: error: ...``, exits 2."""
     try:
         status = main()
     except UserInputError as error:

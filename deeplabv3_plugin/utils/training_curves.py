@@ -1,12 +1,6 @@
-"""Training loss and validation mIoU over iterations, drawn from mmengine's own scalar log.
-
-mmengine's ``LocalVisBackend`` writes ``<work_dir>/<timestamp>/vis_data/scalars.json`` during
-training: one JSON object per line, training lines with ``loss`` at ``step`` (the iteration) every
-``LoggerHook`` interval, validation lines with ``mIoU`` at the iteration they ran. ``make demo``
-draws them into one PNG (``tools/demo.py``). For live curves use mmengine's visualisation
-backends instead (TensorBoard, W&B ...; see the README). Drawn with matplotlib's object API (no
-pyplot, no global backend).
-"""
+"""Training loss and validation mIoU over iterations from mmengine's own scalar log
+(``<work_dir>/<timestamp>/vis_data/scalars.json``), drawn into one PNG by ``make demo``. For live
+curves use mmengine's visualisation backends (TensorBoard, W&B ...)."""
 import glob
 import json
 import os.path as osp
@@ -28,10 +22,8 @@ def read_scalars(path: str) -> Dict[str, List[Tuple[int, float]]]:
     curves: Dict[str, List[Tuple[int, float]]] = {'loss': [], 'mIoU': []}
     with open(path, encoding='utf-8') as f:
         for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
             try:
-                entry = json.loads(line)
+                entry = json.loads(line) if line.strip() else {}
             except json.JSONDecodeError as error:
                 raise ValueError(f'{path}, line {number}: not a JSON object ({error}); expected '
                                  "mmengine's scalars.json, one object per line") from error
@@ -42,19 +34,8 @@ def read_scalars(path: str) -> Dict[str, List[Tuple[int, float]]]:
 
 
 def plot_training_curves(scalars_path: str, out_path: str, title: str = '') -> str:
-    """Draw training loss (top) and validation mIoU (bottom) against iterations into a PNG.
-
-    Args:
-        scalars_path (str): mmengine's ``scalars.json`` of a training run.
-        out_path (str): The PNG to write.
-        title (str): Figure title, e.g. the config name. Default: none.
-
-    Returns:
-        str: ``out_path``.
-
-    Raises:
-        ValueError: The file holds no training loss.
-    """
+    """Draw training loss (top) and validation mIoU (bottom) against iterations into a PNG;
+    ValueError if the file holds no training loss. Returns ``out_path``."""
     curves = read_scalars(scalars_path)
     if not curves['loss']:
         raise ValueError(f'{scalars_path} holds no training loss (no line with "loss" and '
@@ -73,8 +54,7 @@ def plot_training_curves(scalars_path: str, out_path: str, title: str = '') -> s
         miou_ax.set_ylim(0, min(100, max(values) + 15))
     else:
         miou_ax.text(0.5, 0.5, 'no validation yet', transform=miou_ax.transAxes, ha='center')
-    miou_ax.set_ylabel('val mIoU (%)')
-    miou_ax.set_xlabel('iteration')
+    miou_ax.set(ylabel='val mIoU (%)', xlabel='iteration')
     miou_ax.grid(alpha=0.3)
     miou_ax.set_xlim(0, max(x for x, _ in curves['loss'] + curves['mIoU']) * 1.03)
     if title:
