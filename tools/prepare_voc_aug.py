@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import shutil
 import sys
+from typing import Optional
 
 import numpy as np
 from mmengine.utils import track_progress
@@ -72,7 +73,9 @@ def track(func, items: list, desc: str) -> None:
         track_progress(func, items, file=sys.stderr)
 
 
-def prepare_voc_aug(voc_root: str, sbd_root: str, out_dir: str = None) -> None:
+def prepare_voc_aug(voc_root: str, sbd_root: str, out_dir: Optional[str] = None) -> None:
+    """Write the label PNGs to ``out_dir`` (default ``<voc_root>/SegmentationClassAug``) and
+    the two split files, then print what was written."""
     split_dir = osp.join(voc_root, 'ImageSets', 'Segmentation')
     cls_dir = osp.join(sbd_root, 'dataset', 'cls')
     for path, what, hint in (
