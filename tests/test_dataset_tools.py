@@ -1,7 +1,8 @@
 """Dataset preparation and checking tools on tiny generated VOC + SBD and Cityscapes trees.
 
 The main flows run the tools as a user does (subprocess); the error cases call the same
-``main(argv)`` in-process to save the interpreter start-up.
+``main(argv)`` in-process to save the interpreter start-up, and the unit checks the tools'
+functions (the preparation is standalone scripts in tools/, as in mmseg).
 """
 import os
 import os.path as osp
@@ -15,10 +16,9 @@ from scipy.io import loadmat, savemat
 from scipy.sparse import csc_matrix
 
 from deeplabv3_plugin.utils.dataset_check import check_label_file, check_tree
-from deeplabv3_plugin.utils.dataset_prep import (CITYSCAPES_ID_TO_TRAIN_ID, DatasetPrepError,
-                                                 cityscapes_train_id_lut, make_aug_lists,
-                                                 read_sbd_segmentation)
 from tools_testutils import load_tool
+
+VOC_TOOL, CITYSCAPES_TOOL = load_tool('prepare_voc_aug'), load_tool('prepare_cityscapes')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VOC_TRAIN, VOC_VAL = ['a', 'b', 'c'], ['d', 'e']
@@ -88,7 +88,7 @@ def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
 
 # ----------------------------------------------------------------------------- VOC + SBD
 def test_aug_lists_follow_mmseg_and_exclude_val():
-    trainaug, aug = make_aug_lists(VOC_TRAIN, VOC_VAL, SBD_TRAIN, SBD_VAL)
+    trainaug, aug = VOC_TOOL.make_aug_lists(VOC_TRAIN, VOC_VAL, SBD_TRAIN, SBD_VAL)
     assert trainaug == ['a', 'b', 'c', 'f', 'g', 'h']  # VOC train | SBD - VOC val
     assert aug == ['f', 'g', 'h']  # SBD - VOC train - VOC val
     assert not set(trainaug) & set(VOC_VAL)
@@ -130,31 +130,30 @@ def test_prepare_then_check_voc_aug(voc_sbd):
 
 def test_prepare_voc_aug_names_missing_and_malformed_mat(voc_sbd, capsys):
     voc, sbd = voc_sbd
-    tool = load_tool('prepare_voc_aug')
     os.remove(osp.join(sbd, 'dataset', 'cls', 'g.mat'))
-    assert tool.main([voc, sbd]) == 1
+    assert VOC_TOOL.main([voc, sbd]) == 1
     err = capsys.readouterr().err
     assert 'g.mat' in err and 'dataset/train.txt or val.txt' in err
     write_sbd_mat(osp.join(sbd, 'dataset', 'cls', 'g.mat'), _label(1, border=False), key='GTinst')
-    assert tool.main([voc, sbd]) == 1
+    assert VOC_TOOL.main([voc, sbd]) == 1
     err = capsys.readouterr().err
     assert 'g.mat' in err and 'GTcls' in err and "'GTinst'" in err
-    assert tool.main([voc, osp.join(sbd, 'nowhere')]) == 1
+    assert VOC_TOOL.main([voc, osp.join(sbd, 'nowhere')]) == 1
     assert 'dataset/cls' in capsys.readouterr().err
 
 
 def test_read_sbd_segmentation_rejects_values_outside_the_classes(tmp_path):
     path = str(tmp_path / 'x.mat')
     write_sbd_mat(path, np.full((4, 5), 3, np.uint8))
-    assert read_sbd_segmentation(path).tolist() == np.full((4, 5), 3).tolist()
+    assert VOC_TOOL.read_sbd_segmentation(path).tolist() == np.full((4, 5), 3).tolist()
     write_sbd_mat(path, np.full((4, 5), 40, np.uint8))
-    with pytest.raises(DatasetPrepError, match=r'x\.mat.*\[40\].*0\.\.20'):
-        read_sbd_segmentation(path)
+    with pytest.raises(VOC_TOOL.DatasetPrepError, match=r'x\.mat.*\[40\].*0\.\.20'):
+        VOC_TOOL.read_sbd_segmentation(path)
 
 
 def _prepared(voc_sbd):
     voc, sbd = voc_sbd
-    assert load_tool('prepare_voc_aug').main([voc, sbd]) == 0
+    assert VOC_TOOL.main([voc, sbd]) == 0
     return voc
 
 
@@ -200,9 +199,9 @@ def test_check_dataset_exit_codes_for_bad_arguments(tmp_path, voc_sbd, capsys):
 
 # ----------------------------------------------------------------------------- Cityscapes
 def test_train_id_table_is_the_standard_one():
-    lut = cityscapes_train_id_lut()
-    assert len(CITYSCAPES_ID_TO_TRAIN_ID) == 19
-    assert sorted(CITYSCAPES_ID_TO_TRAIN_ID.values()) == list(range(19))
+    lut, table = CITYSCAPES_TOOL.TRAIN_ID_LUT, CITYSCAPES_TOOL.CITYSCAPES_ID_TO_TRAIN_ID
+    assert len(table) == 19
+    assert sorted(table.values()) == list(range(19))
     assert (lut[7], lut[8], lut[26], lut[33]) == (0, 1, 13, 18)  # road, sidewalk, car, bicycle
     for ignored in (0, 1, 4, 6, 9, 10, 14, 15, 16, 18, 29, 30, 255):
         assert lut[ignored] == 255
@@ -242,14 +241,13 @@ def test_prepare_cityscapes_names_bad_files(cityscapes, capsys):
     bad = osp.join(cityscapes, 'gtFine', 'val', 'frankfurt',
                    'frankfurt_000000_000019_gtFine_labelIds.png')
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(bad)  # a colour image
-    tool = load_tool('prepare_cityscapes')
-    assert tool.main([cityscapes]) == 1
+    assert CITYSCAPES_TOOL.main([cityscapes]) == 1
     captured = capsys.readouterr()
     assert 'wrote 2 ' in captured.out and bad in captured.err and 'single-channel' in captured.err
     Image.fromarray(np.full((H, W), 40, np.uint8)).save(bad)  # not raw ids
-    assert tool.main([cityscapes]) == 1
+    assert CITYSCAPES_TOOL.main([cityscapes]) == 1
     assert 'holds values [40]' in capsys.readouterr().err
-    assert tool.main([cityscapes, '--gt-dir', 'gtCoarse']) == 1
+    assert CITYSCAPES_TOOL.main([cityscapes, '--gt-dir', 'gtCoarse']) == 1
     assert 'gtCoarse' in capsys.readouterr().err
 
 

@@ -3,14 +3,46 @@
     python tools/prepare_cityscapes.py data/cityscapes                        # gtFine
     python tools/prepare_cityscapes.py data/cityscapes --gt-dir gtFine gtCoarse  # + Tab. 13
 
-maps the 34 raw label ids to the 19 evaluated classes (255 elsewhere) with the table written out
-in :mod:`deeplabv3_plugin.utils.dataset_prep` (no cityscapesscripts needed). Exit status 1 if a
+DeepLabV3 is scored on Cityscapes' 19 classes (App. C): this maps the 34 raw label ids to them
+(255 elsewhere) with the table below, so no cityscapesscripts is needed (mmseg's
+``tools/dataset_converters/cityscapes.py`` needs it to draw the polygons). Exit status 1 if a
 label tree is missing or some file could not be converted (each named).
 """
 import argparse
+import glob
+import os.path as osp
 import sys
+from typing import Optional
 
-from deeplabv3_plugin.utils.dataset_prep import DatasetPrepError, prepare_cityscapes
+import numpy as np
+from mmengine.utils import track_progress
+from PIL import Image
+
+#: Cityscapes label id -> train id of the 19 evaluated classes; every other id -> 255.
+CITYSCAPES_ID_TO_TRAIN_ID = {label_id: train_id for train_id, label_id in enumerate(
+    (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33))}
+NUM_LABEL_IDS = 34  # raw ids 0..33 (license plate, id -1, is not stored in the id images)
+TRAIN_ID_LUT = np.full(256, 255, dtype=np.uint8)
+TRAIN_ID_LUT[list(CITYSCAPES_ID_TO_TRAIN_ID)] = list(CITYSCAPES_ID_TO_TRAIN_ID.values())
+
+
+def convert_label(path: str) -> Optional[str]:
+    """Write the ``*_labelTrainIds.png`` of one ``*_labelIds.png``; the problem if it cannot."""
+    try:
+        with Image.open(path) as image:
+            ids = np.array(image)
+    except Exception as error:  # noqa: BLE001  (PIL raises several types for bad files)
+        return f'{path}: not a readable PNG ({error}).'
+    if ids.ndim != 2:
+        return (f'{path}: has shape {ids.shape}, expected a single-channel map of raw label ids '
+                '(*_labelIds.png, not *_color.png).')
+    bad = np.unique(ids[ids >= NUM_LABEL_IDS])
+    if bad.size:
+        return (f'{path}: holds values {bad[:8].tolist()}, expected raw Cityscapes label ids '
+                f'0..{NUM_LABEL_IDS - 1} (is it already a *_labelTrainIds.png?).')
+    train_ids_path = path[:-len('_labelIds.png')] + '_labelTrainIds.png'
+    Image.fromarray(TRAIN_ID_LUT[ids]).save(train_ids_path, format='PNG')
+    return None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,11 +57,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        converted, problems = prepare_cityscapes(args.cityscapes_root, args.gt_dir)
-    except DatasetPrepError as error:
-        sys.stderr.write(f'prepare_cityscapes: error: {error}\n')
-        return 1
+    converted, problems = 0, []
+    for gt_dir in args.gt_dir:
+        gt_root = osp.join(args.cityscapes_root, gt_dir)
+        files = sorted(glob.glob(osp.join(gt_root, '**', '*_labelIds.png'), recursive=True))
+        error = None
+        if not osp.isdir(gt_root):
+            error = (f'Cityscapes label tree {gt_dir!r} {gt_root!r} does not exist; pass the '
+                     'Cityscapes root that contains it (download gtFine_trainvaltest).')
+        elif not files:
+            error = (f'no *_labelIds.png under {gt_root!r}: expected '
+                     f'{gt_dir}/<split>/<city>/<name>_{gt_dir}_labelIds.png.')
+        if error:
+            sys.stderr.write(f'prepare_cityscapes: error: {error}\n')
+            return 1
+        sys.stderr.write(f'converting {gt_dir} label ids to train ids: {len(files)} file(s)\n')
+        results = track_progress(convert_label, files, file=sys.stderr)
+        problems += [r for r in results if r is not None]
+        converted += results.count(None)
     print(f'wrote {converted} *_labelTrainIds.png file(s)')
     for problem in problems:
         sys.stderr.write(f'prepare_cityscapes: error: {problem}\n')

@@ -6,14 +6,15 @@ per split, with counts against the paper's. Count mismatches and absent optional
 """
 import glob
 import os.path as osp
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
+from mmengine.utils import track_progress
 from PIL import Image
 
 from ..datasets.transforms.check_sample import label_problems
-from .dataset_prep import IGNORE_INDEX, read_split, track
 
 #: How many problems of one kind a split lists before summarising the rest.
 MAX_LISTED = 10
@@ -88,7 +89,7 @@ class CheckReport:
 
 
 def check_label_file(img_path: str, label_path: str, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> List[Tuple[str, str]]:
+                     ignore_index: int = 255) -> List[Tuple[str, str]]:
     """``(kind, message)`` per problem of an (image, label) pair, naming the file: ``'unreadable'``
     or a kind of :func:`~deeplabv3_plugin.datasets.transforms.label_problems`. Only the image
     header is read."""
@@ -108,7 +109,10 @@ def _list_split(root: str, list_file: Optional[str], img_dir: str,
     """Names of a split, or None if the split is absent."""
     if list_file is not None:
         path = osp.join(root, list_file)
-        return read_split(path) if osp.isfile(path) else None
+        if not osp.isfile(path):
+            return None
+        with open(path, encoding='utf-8') as f:  # one name a line, blank lines ignored
+            return [line.strip() for line in f if line.strip()]
     img_root = osp.join(root, img_dir)
     if not osp.isdir(img_root):
         return None
@@ -143,6 +147,7 @@ def check_tree(root: str, layout: str = 'auto', splits: Optional[Sequence[str]] 
         raise ValueError(f'splits={list(splits)} has unknown split(s) {unknown} for the '
                          f'{layout} layout: expected some of {known}.')
     report = CheckReport(root=root, layout=layout)
+    stream = stream or sys.stderr
     checked: Dict[Tuple[str, str], List[Tuple[str, str]]] = {}
     listed: Dict[str, List[str]] = {}
     for name, list_file, img_dir, label_dir, img_suffix, label_suffix, expected, required, \
@@ -176,7 +181,8 @@ def check_tree(root: str, layout: str = 'auto', splits: Optional[Sequence[str]] 
             return checked.get((img, label), [])
 
         kinds: Dict[str, List[str]] = {}
-        for problems in track(names, f'checking {name}', check, stream):
+        stream.write(f'checking {name}: {len(names)} file(s)\n')
+        for problems in track_progress(check, names, file=stream) if names else []:
             for kind, problem in problems:
                 kinds.setdefault(kind, []).append(problem)
         for problems in kinds.values():
