@@ -1,9 +1,6 @@
-"""Drawing one SyntheticShapes sample: five classes defined by shape, on a textured background.
-
-Colour and fill are class cues only by chance; occlusion and a 3.5x scale range are the nuisances
-ASPP and image pooling address (Sec. 3.3). Every draw comes from ``rng`` in a fixed order:
-changing it changes every dataset (then bump ``GENERATOR_VERSION``).
-"""
+"""One SyntheticShapes sample: five classes told apart by shape; colour and fill are cues only by
+chance; occlusion and a 3.5x scale range are the nuisances ASPP and image pooling address (Sec.
+3.3). Draws come from ``rng`` in a fixed order: a change there needs a new ``GENERATOR_VERSION``."""
 import math
 from typing import Optional, Sequence, Tuple, Union
 
@@ -15,11 +12,9 @@ __all__ = ['CLASSES', 'as_hw', 'render_sample']
 #: Class names, index = label value. Background first, as in VOC.
 CLASSES = ('background', 'circle', 'square', 'triangle', 'star', 'ring')
 
-# Per-class cues (index = class - 1), taken with the probabilities below (else random).
+# Per-class cues (index = class - 1), taken with probability 0.8 (hue) and 0.7 (fill).
 _CLASS_HUES = (0.0, 120.0, 220.0, 55.0, 300.0)  # degrees: red, green, blue, yellow, magenta
 _FILLS = ('solid', 'stripes', 'dots', 'checker', 'gradient')
-_CLASS_HUE_PROB = 0.8
-_CLASS_FILL_PROB = 0.7
 
 
 def as_hw(image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -31,19 +26,15 @@ def as_hw(image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return size
 
 
-def _colour(rng: np.random.Generator, hue: Optional[float] = None,
-            saturation: Tuple[float, float] = (0.55, 1.0),
-            value: Tuple[float, float] = (0.55, 1.0)) -> np.ndarray:
+def _colour(rng: np.random.Generator, hue: Optional[float] = None, dull: bool = False
+            ) -> np.ndarray:
     """Float RGB in [0, 1]; hue in degrees (+-20), else random. Objects are saturated, the
     background dull: without this figure/ground cue a small net learns little but background."""
     hue = rng.uniform(0, 360) if hue is None else hue + rng.uniform(-20, 20)
-    hsv = [[[hue / 2.0 % 180.0, rng.uniform(*saturation) * 255.0, rng.uniform(*value) * 255.0]]]
+    sat, val = ((0.0, 0.4), (0.2, 0.9)) if dull else ((0.55, 1.0), (0.55, 1.0))
+    hsv = [[[hue / 2.0 % 180.0, rng.uniform(*sat) * 255.0, rng.uniform(*val) * 255.0]]]
     rgb = cv2.cvtColor(np.array(hsv, np.float32).astype(np.uint8), cv2.COLOR_HSV2RGB)
     return rgb[0, 0].astype(np.float32) / 255
-
-
-def _dull_colour(rng: np.random.Generator) -> np.ndarray:
-    return _colour(rng, saturation=(0.0, 0.4), value=(0.2, 0.9))
 
 
 def _pattern(rng: np.random.Generator, kind: str, h: int, w: int, scale: float) -> np.ndarray:
@@ -120,7 +111,7 @@ def render_sample(rng: np.random.Generator, image_size: Union[int, Sequence[int]
     shorter side (log-uniform)."""
     h, w = as_hw(image_size)
     short = min(h, w)
-    first, second = _dull_colour(rng), _dull_colour(rng)
+    first, second = _colour(rng, dull=True), _colour(rng, dull=True)
     weight = _pattern(rng, str(rng.choice(('gradient', 'stripes', 'checker', 'clouds'))), h, w,
                       scale=short / 3)[..., None]
     canvas = first * (1 - weight) + second * weight
@@ -137,7 +128,7 @@ def render_sample(rng: np.random.Generator, image_size: Union[int, Sequence[int]
             radii = short * rng.uniform(0.04, 0.16, n)
             cv2.fillPoly(mask, [_polygon(rng.uniform(0, w), rng.uniform(0, h), radii, angles)], 1)
         alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.7)[..., None]
-        paint = _paint(rng, str(rng.choice(_FILLS)), _dull_colour(rng), h, w, short / 6)
+        paint = _paint(rng, str(rng.choice(_FILLS)), _colour(rng, dull=True), h, w, short / 6)
         canvas = canvas * (1 - alpha) + paint * alpha
     label = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -145,8 +136,8 @@ def render_sample(rng: np.random.Generator, image_size: Union[int, Sequence[int]
         radius = short * math.exp(rng.uniform(math.log(0.1), math.log(0.35)))
         mask = _shape_mask(rng, cls, h, w, radius, rng.uniform(0.1, 0.9) * w,
                            rng.uniform(0.1, 0.9) * h)
-        hue = _CLASS_HUES[cls - 1] if rng.random() < _CLASS_HUE_PROB else None
-        fill = _FILLS[cls - 1] if rng.random() < _CLASS_FILL_PROB else str(rng.choice(_FILLS))
+        hue = _CLASS_HUES[cls - 1] if rng.random() < 0.8 else None
+        fill = _FILLS[cls - 1] if rng.random() < 0.7 else str(rng.choice(_FILLS))
         paint = _paint(rng, fill, _colour(rng, hue), h, w, radius)
         # soft edge for the picture only; the label keeps the hard mask (later objects occlude)
         alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.6)[..., None]
