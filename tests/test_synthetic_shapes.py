@@ -13,9 +13,10 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import deeplabv3_plugin  # noqa: F401  (registers the dataset and transforms)
+from deeplabv3_plugin.datasets.shapes_drawing import render_sample
 from deeplabv3_plugin.datasets.synthetic_shapes import (CLASSES, META_FILE, PALETTE,
                                                         SyntheticShapesDataset,
-                                                        generate_synthetic_shapes, render_sample)
+                                                        generate_synthetic_shapes)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE_CFG = osp.join(REPO, 'configs/_base_/datasets/synthetic_shapes.py')
@@ -109,7 +110,7 @@ def test_reuses_identical_and_refuses_to_overwrite(tmp_path):
     foreign = tmp_path / 'foreign'
     foreign.mkdir()
     (foreign / 'notes.txt').write_text('mine')
-    with pytest.raises(FileExistsError, match=r'not empty.*no synthetic_shapes.json'):
+    with pytest.raises(FileExistsError, match=r'not empty and has no synthetic_shapes.json'):
         _tiny(foreign)
 
 

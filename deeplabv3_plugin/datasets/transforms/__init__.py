@@ -1,3 +1,1 @@
-from .check_sample import CheckSegSample, label_problems
-
-__all__ = ['CheckSegSample', 'label_problems']
+from .check_sample import CheckSegSample, label_problems  # noqa: F401

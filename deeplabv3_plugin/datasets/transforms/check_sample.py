@@ -1,36 +1,27 @@
-"""A pipeline step after mmseg's ``LoadAnnotations`` that refuses labels mmseg accepts silently.
-
-A colour rendering (``(H, W, 3)``), a label of another size than its image (resize/crop stretch
-both alike) or values outside the classes (cross-entropy fails without the file name, the metric
-drops them) would otherwise train or score a wrong model.
-"""
+"""``CheckSegSample``, after mmseg's ``LoadAnnotations``: refuses what mmseg accepts silently and
+gets wrong (a colour label, a label of another size than its image, values outside the classes)."""
 from typing import List, Sequence, Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ...engine.errors import listing
-from ..checked_voc import DataError
+from ...engine.errors import UserInputError, listing
 
 __all__ = ['CheckSegSample', 'label_problems']
 
-#: How to fix each kind of problem, appended to the pipeline's error.
 _FIXES = {
-    'not single-channel': 'Convert a colour rendering of the classes back to indices (a '
-                          'greyscale or palette PNG like VOC SegmentationClass).',
-    'size mismatch': 'Regenerate the label at the image resolution (resizing a label needs '
-                     'nearest-neighbour interpolation).',
-    'label values': "Common causes: labels saved as colours instead of class indices, 1-based "
-                    "indices (see the dataset's `reduce_zero_label`), or `num_classes` not "
-                    "matching the dataset's classes.",
+    'not single-channel': 'Save class indices (a greyscale or palette PNG), not colours.',
+    'size mismatch': 'Regenerate the label at the image size (resize labels nearest-neighbour).',
+    'label values': "Common causes: colours saved instead of class indices, 1-based indices (see "
+                    "`reduce_zero_label`) or `num_classes` not matching the dataset's classes.",
 }
 
 
 def label_problems(label: np.ndarray, image_hw: Sequence[int], num_classes: int,
                    ignore_index: int = 255) -> List[Tuple[str, str]]:
-    """``(kind, what)`` for each problem of a decoded label map (kinds as in ``_FIXES``); shared
-    by :class:`CheckSegSample` and ``tools/check_dataset.py``."""
+    """``(kind, what)`` for each problem of a decoded label map; ``_FIXES[kind]`` says how to fix
+    it. Shared by :class:`CheckSegSample` and ``tools/check_dataset.py``."""
     if label.ndim != 2:
         return [('not single-channel', f'has shape {label.shape}; expected a single-channel map '
                  'of class indices')]
@@ -40,8 +31,7 @@ def label_problems(label: np.ndarray, image_hw: Sequence[int], num_classes: int,
                          f'image is {image_hw[0]}x{image_hw[1]}; expected the same size'))
     if label.dtype == np.uint8:  # the pipeline's case: a histogram is ~10x faster than unique
         counts = np.bincount(label.ravel(), minlength=256)
-        values = np.flatnonzero(counts)
-        counts = counts[values]
+        values, counts = np.flatnonzero(counts), counts[counts > 0]
     else:
         values, counts = np.unique(label, return_counts=True)
     bad = ((values < 0) | (values >= num_classes)) & (values != ignore_index)
@@ -56,8 +46,7 @@ def label_problems(label: np.ndarray, image_hw: Sequence[int], num_classes: int,
 @TRANSFORMS.register_module()
 class CheckSegSample(BaseTransform):
     """Check ``gt_seg_map`` against its image size on disk (``ori_shape``) and the classes
-    ``0..num_classes-1`` (+ ``ignore_index``). Without a label (inference, e.g.
-    ``MMSegInferencer``, which drops ``LoadAnnotations``) it does nothing."""
+    ``0..num_classes-1`` (+ ``ignore_index``). Without a label (inference) it does nothing."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         self.num_classes = num_classes
@@ -70,11 +59,10 @@ class CheckSegSample(BaseTransform):
                                   self.num_classes, self.ignore_index)
         if problems:
             kind, what = problems[0]
-            raise DataError(
+            raise UserInputError(
                 f"CheckSegSample: the label `seg_map_path`={results.get('seg_map_path')!r} "
                 f"(image `img_path`={results.get('img_path')!r}) {what}. {_FIXES[kind]}")
         return results
 
     def __repr__(self) -> str:
-        return (f'{type(self).__name__}(num_classes={self.num_classes}, '
-                f'ignore_index={self.ignore_index})')
+        return f'CheckSegSample(num_classes={self.num_classes}, ignore_index={self.ignore_index})'
