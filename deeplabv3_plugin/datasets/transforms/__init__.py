@@ -1,1 +1,3 @@
-from .check_sample import CheckSegSample, label_problems  # noqa: F401
+from .check_sample import CheckSegSample, label_problems
+
+__all__ = ['CheckSegSample', 'label_problems']
