@@ -1,9 +1,7 @@
-"""Convert torchvision's ``deeplabv3_resnet50/101`` weights into a checkpoint of this plugin.
-
-The paper's best VOC rows start from COCO pretraining (Table 6); torchvision's COCO-subset model
-(21 VOC classes) is the closest public start. The conversion renames tensors into the
-``configs/torchvision/`` model, and :func:`check_torchvision_geometry` pins what names cannot.
-"""
+"""Convert torchvision's ``deeplabv3_resnet50/101`` weights into a checkpoint of the
+``configs/torchvision/`` models. The paper's best VOC rows start from COCO pretraining (Table 6);
+torchvision's COCO-subset model (21 VOC classes) is the closest public start."""
+import functools
 import os
 import os.path as osp
 import re
@@ -22,10 +20,7 @@ __all__ = [
     'check_torchvision_geometry', 'convert_torchvision_checkpoint', 'default_config_for'
 ]
 
-#: torchvision's normalisation (ImageNet statistics, RGB, [0, 1] input) on mmseg's 0..255 scale.
-TORCHVISION_MEAN = (123.675, 116.28, 103.53)
-TORCHVISION_STD = (58.395, 57.12, 57.375)
-_BACKBONE_HINT = (' torchvision\'s backbone is MultiGridResNet(stem=\'torchvision\', '
+_BACKBONE_HINT = (" torchvision's backbone is MultiGridResNet(stem='torchvision', "
                   'contract_dilation=True, multi_grid=(1, 1, 1)) at output stride 8.')
 
 
@@ -38,15 +33,13 @@ def _prefix_map(num_atrous_rates: int = 3) -> Dict[str, str]:
     ``Sequential(conv, bn, relu, dropout, conv)``; avgpool/fc are not in its backbone)."""
     from deeplabv3_plugin.models.decode_heads import torchvision_key_map
 
-    mapping = {f'backbone.{name}.': f'backbone.{name}.'
-               for name in ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4')}
+    mapping = {'aux_classifier.0.': 'auxiliary_head.convs.0.conv.',
+               'aux_classifier.1.': 'auxiliary_head.convs.0.bn.',
+               'aux_classifier.4.': 'auxiliary_head.conv_seg.'}
+    for name in ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4'):
+        mapping[f'backbone.{name}.'] = f'backbone.{name}.'
     for source, target in torchvision_key_map(num_atrous_rates).items():
         mapping[f'classifier.{source}.'] = f'decode_head.{target}.'
-    mapping.update({
-        'aux_classifier.0.': 'auxiliary_head.convs.0.conv.',
-        'aux_classifier.1.': 'auxiliary_head.convs.0.bn.',
-        'aux_classifier.4.': 'auxiliary_head.conv_seg.',
-    })
     return mapping
 
 
@@ -96,10 +89,8 @@ def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
             f'cannot read {path!r} as a weights-only torch file ({type(error).__name__}: '
             f'{str(error).splitlines()[0] if str(error) else ""}). Save the state dict alone, '
             'e.g. torch.save(checkpoint["model"], "weights.pth").') from error
-    if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
-        obj = obj['model']
     if isinstance(obj, Mapping):
-        obj = checkpoint_state_dict(obj)
+        obj = checkpoint_state_dict(obj['model'] if isinstance(obj.get('model'), Mapping) else obj)
     if not isinstance(obj, Mapping) or not obj or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         raise TorchvisionConversionError(
@@ -112,9 +103,8 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
                        num_atrous_rates: int = 3) -> Tuple['OrderedDict[str, Tensor]', List[str]]:
     """Rename a torchvision state dict into the layout of ``target``; returns it and notes.
 
-    Every source key must fill a target key of the same shape and every target key be filled,
-    except BN ``num_batches_tracked`` counters an old source lacks (zeros), and the target's
-    ``auxiliary_head`` when the source has no ``aux_classifier`` (it only adds a training loss).
+    Every key must match one of the same shape, but for BN ``num_batches_tracked`` an old source
+    lacks (zeros) and the ``auxiliary_head`` of a source without ``aux_classifier``.
     """
     mapping = _prefix_map(num_atrous_rates)
     new_keys = {key: _rename(key, mapping) for key in source}
@@ -156,80 +146,58 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
     return converted, notes
 
 
-def _torchvision_conv(name: str) -> Optional[Tuple[int, int, int]]:
-    """(stride, dilation, padding) of torchvision's backbone conv ``name``, or None for a 1x1
-    conv that geometry does not change (and for convs torchvision does not have)."""
-    if name == 'conv1':
-        return (2, 1, 3)
-    match = re.fullmatch(r'layer(\d)\.(\d+)\.(conv2|downsample\.0)', name)
-    if match is None:
-        return None
-    stage, unit = int(match.group(1)), int(match.group(2))
-    stride = 2 if (stage, unit) == (2, 0) else 1
-    if match.group(3) == 'downsample.0':
-        return (stride, 1, 0)
-    # replace_stride_with_dilation=[False, True, True]: a stage's first unit keeps the rate before.
-    dilation = {3: 2, 4: 4}.get(stage, 1) // (2 if unit == 0 and stage > 2 else 1)
-    return (stride, dilation, dilation)
+def _config_dir() -> str:
+    """``configs/torchvision/``: in the package's ``.mim`` once installed, else in the checkout."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    installed = osp.join(package, '.mim', 'configs', 'torchvision')
+    return installed if osp.isdir(installed) else osp.join(osp.dirname(package), 'configs',
+                                                           'torchvision')
+
+
+def _function(model: nn.Module) -> Dict[str, str]:
+    """What the weights do not pin, by module name, in eval mode (where ``test_output_stride``
+    applies): conv geometry, BN eps, the heads' upsampling and the input normalisation."""
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
+    was_training = model.training
+    model.eval()
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            found[name] = ('(stride, dilation, padding)='
+                           f'{(module.stride[0], module.dilation[0], module.padding[0])}')
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found[name] = f'BN eps={module.eps}'
+        elif isinstance(module, BaseDecodeHead):
+            found[name] = f'align_corners={module.align_corners}'
+    model.train(was_training)
+    pre = model.data_preprocessor
+    mean, std = ([round(v, 3) for v in getattr(pre, key).flatten().tolist()]
+                 if getattr(pre, key, None) is not None else None for key in ('mean', 'std'))
+    found['data_preprocessor'] = (f'mean={mean}, std={std}, '
+                                  f'bgr_to_rgb={getattr(pre, "channel_conversion", False)}')
+    return found
+
+
+@functools.lru_cache()
+def _torchvision_function(depth: int) -> Dict[str, str]:
+    from deeplabv3_plugin.apis.inference import build_segmentor
+
+    return _function(build_segmentor(default_config_for(depth)))
 
 
 def check_torchvision_geometry(model: nn.Module) -> None:
-    """Refuse, naming every difference, a model whose eval-mode function is not torchvision's.
-
-    Weights alone do not pin it (a deep stem, uncontracted rates, OS 16, other ASPP rates,
-    ``align_corners=True`` or another normalisation load the same tensors).
-    """
-    from mmseg.models.decode_heads import FCNHead
-
-    from deeplabv3_plugin.models.decode_heads import DeepLabV3Head
-
-    was_training = model.training
-    model.eval()  # test_output_stride applies in eval mode, where outputs are compared
-    problems = []
-    try:
-        for name, conv in model.backbone.named_modules():
-            if not isinstance(conv, nn.Conv2d):
-                continue
-            expected = _torchvision_conv(name)
-            found = (conv.stride[0], conv.dilation[0], conv.padding[0])
-            if expected is None and conv.kernel_size != (1, 1):
-                problems.append(f'backbone.{name} is not in torchvision\'s ResNet '
-                                f'(stem={getattr(model.backbone, "stem_type", "?")!r}?)')
-            elif expected not in (None, found):
-                problems.append(f'backbone.{name} has (stride, dilation, padding)={found}, '
-                                f'torchvision {expected}')
-        hint = _BACKBONE_HINT if problems else ''
-        head = model.decode_head
-        if not isinstance(head, DeepLabV3Head):
-            problems.append(f'decode_head is a {type(head).__name__}, torchvision\'s head is '
-                            'DeepLabV3Head(project_dropout=0.5, num_extra_convs=1, '
-                            'dropout_ratio=0)')
-        elif head.effective_rates != (12, 24, 36):
-            problems.append(f'decode_head ASPP rates are {head.effective_rates} at the model\'s '
-                            'eval output stride, torchvision (12, 24, 36) at output stride 8')
-    finally:
-        model.train(was_training)
-    aux = getattr(model, 'auxiliary_head', None)  # EncoderDecoder sets it only when configured
-    if aux is not None and not (isinstance(aux, FCNHead) and aux.num_convs == 1
-                                and not aux.concat_input and aux.convs[0].conv.kernel_size
-                                == (3, 3) and aux.convs[0].conv.dilation == (1, 1)):
-        problems.append('auxiliary_head must be FCNHead(num_convs=1, kernel_size=3, dilation=1, '
-                        'concat_input=False), torchvision\'s FCNHead')
-    problems += [f'{name} has BN eps={bn.eps}, torchvision 1e-5' for name, bn in
-                 model.named_modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)
-                 and bn.eps != 1e-5]
-    problems += [f'{name}.align_corners=True, torchvision upsamples with align_corners=False'
-                 for name in ('decode_head', 'auxiliary_head')
-                 if getattr(getattr(model, name, None), 'align_corners', False)]
-    preprocessor = model.data_preprocessor
-    mean, std = getattr(preprocessor, 'mean', None), getattr(preprocessor, 'std', None)
-    if mean is None or std is None or not (
-            torch.allclose(mean.flatten().cpu(), torch.tensor(TORCHVISION_MEAN))
-            and torch.allclose(std.flatten().cpu(), torch.tensor(TORCHVISION_STD))
-            and getattr(preprocessor, 'channel_conversion', False)):
-        problems.append(f'data_preprocessor must normalise like torchvision: mean='
-                        f'{list(TORCHVISION_MEAN)}, std={list(TORCHVISION_STD)}, bgr_to_rgb=True')
+    """Refuse, naming every difference from the ``configs/torchvision/`` model of its depth, a
+    model whose eval-mode function is not torchvision's: weights alone do not pin it (a deep
+    stem, uncontracted rates, OS 16, ``align_corners=True`` load the same tensors)."""
+    ours = _function(model)
+    theirs = _torchvision_function(101 if getattr(model.backbone, 'depth', 50) == 101 else 50)
+    if getattr(model, 'auxiliary_head', None) is None:  # optional: it only adds a training loss
+        theirs = {k: v for k, v in theirs.items() if not k.startswith('auxiliary_head')}
+    problems = [f'{name}: {ours.get(name, "absent")}, torchvision: {theirs.get(name, "absent")}'
+                for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
     if problems:
+        hint = _BACKBONE_HINT if any(p.startswith('backbone.') for p in problems) else ''
         raise TorchvisionConversionError(
             'the target config does not reproduce torchvision\'s DeepLabV3 (use '
             'configs/torchvision/): ' + listing(problems, 12, sep='; ') + '.' + hint)
@@ -237,10 +205,8 @@ def check_torchvision_geometry(model: nn.Module) -> None:
 
 def convert_torchvision_checkpoint(src: str, dst: str, config,
                                    cfg_options: Optional[dict] = None) -> dict:
-    """Convert torchvision file ``src`` into an mmengine checkpoint ``dst`` of ``config``.
-
-    ``dst`` is written only when the whole conversion succeeds; returns its ``meta``.
-    """
+    """Write ``src`` as an mmengine checkpoint ``dst`` of ``config`` (only when the whole
+    conversion succeeds); returns its ``meta``."""
     from mmseg.datasets import PascalVOCDataset
 
     from deeplabv3_plugin.apis.inference import build_segmentor
@@ -270,6 +236,6 @@ def convert_torchvision_checkpoint(src: str, dst: str, config,
     return meta
 
 
-def default_config_for(depth: int, config_dir: str) -> str:
-    """The torchvision-variant config of ``depth`` in ``config_dir``."""
-    return osp.join(config_dir, f'deeplabv3_r{depth}-tv_os8_voc12aug-513x513.py')
+def default_config_for(depth: int) -> str:
+    """The ``configs/torchvision/`` config of ``depth``."""
+    return osp.join(_config_dir(), f'deeplabv3_r{depth}-tv_os8_voc12aug-513x513.py')
