@@ -16,6 +16,7 @@ from deeplabv3_plugin.utils.torchvision_convert import (convert_torchvision_chec
                                                         detect_resnet_depth,
                                                         load_torchvision_state_dict)
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Convert torchvision's deeplabv3_resnet50/101 state dict into a checkpoint "
