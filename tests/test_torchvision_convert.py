@@ -287,15 +287,23 @@ def test_unreadable_sources_are_named(tmp_path):
 
 @pytest.mark.parametrize('option, message', [
     ({'model.backbone.contract_dilation': False},
-     r'backbone\.layer3\.0\.conv2 has \(stride, dilation, padding\)=\(1, 2, 2\), torchvision '
-     r"\(1, 1, 1\).* torchvision's backbone is MultiGridResNet\(stem='torchvision', "
-     r'contract_dilation=True'),
-    ({'model.backbone.stem': 'deep'}, r'backbone\.stem\.0 is not in torchvision\'s ResNet'),
-    ({'model.output_stride': 16}, r'decode_head ASPP rates are \(6, 12, 18\)'),
-    ({'model.decode_head.align_corners': True}, r'decode_head\.align_corners=True'),
-    ({'model.auxiliary_head.concat_input': True}, r'auxiliary_head must be FCNHead\(num_convs=1'),
-    ({'model.data_preprocessor.bgr_to_rgb': False}, r'data_preprocessor must normalise'),
-], ids=['uncontracted', 'deep-stem', 'os16', 'align-corners', 'aux-concat', 'bgr'])
+     r'backbone\.layer3\.0\.conv2: \(stride, dilation, padding\)=\(1, 2, 2\), torchvision: '
+     r"\(stride, dilation, padding\)=\(1, 1, 1\).* torchvision's backbone is "
+     r"MultiGridResNet\(stem='torchvision', contract_dilation=True"),
+    ({'model.backbone.stem': 'deep'},
+     r'backbone\.stem\.0: \(.*\), torchvision: absent.*backbone\.conv1: absent, torchvision'),
+    ({'model.output_stride': 16},
+     r'backbone\.layer3\.0\.conv2: \(stride, dilation, padding\)=\(2, 1, 1\).* at output '
+     r'stride 8'),
+    ({'model.decode_head.align_corners': True},
+     r'decode_head: align_corners=True, torchvision: align_corners=False'),
+    ({'model.auxiliary_head.concat_input': True},
+     r'auxiliary_head\.conv_cat\.conv: \(.*\), torchvision: absent'),
+    ({'model.data_preprocessor.bgr_to_rgb': False},
+     r'data_preprocessor: .*bgr_to_rgb=False, torchvision: .*bgr_to_rgb=True'),
+    ({'model.backbone.norm_cfg.eps': 1e-3},
+     r'backbone\.bn1: BN eps=0\.001, torchvision: BN eps=1e-05'),
+], ids=['uncontracted', 'deep-stem', 'os16', 'align-corners', 'aux-concat', 'bgr', 'bn-eps'])
 def test_config_that_is_not_torchvision_is_refused(configs, option, message):
     model = build_segmentor(configs[50], cfg_options=option)
     with pytest.raises(TorchvisionConversionError, match=message):
@@ -303,12 +311,15 @@ def test_config_that_is_not_torchvision_is_refused(configs, option, message):
 
 
 def test_paper_protocol_variant_is_accepted(configs):
-    """Train at OS 16, evaluate at OS 8: the eval-mode model is still torchvision's."""
+    """Train at OS 16, evaluate at OS 8: the eval-mode model is still torchvision's; the
+    auxiliary head is optional (it only adds a training loss)."""
     model = build_segmentor(
         configs[50], cfg_options={'model.output_stride': 16, 'model.test_output_stride': 8})
     model.train()
     check_torchvision_geometry(model)
     assert model.training and model.decode_head.effective_rates == (6, 12, 18)
+    check_torchvision_geometry(build_segmentor(configs[50], cfg_options={
+        'model.auxiliary_head': None}))
 
 
 def test_cli_bad_input_exits_2_naming_the_problem(tmp_path):

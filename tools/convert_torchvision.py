@@ -7,7 +7,6 @@ Anything that does not fit names the offending keys and exits with status 2, wri
 (:mod:`deeplabv3_plugin.utils.torchvision_convert`).
 """
 import argparse
-import os.path as osp
 
 from mmengine.config import DictAction
 
@@ -16,8 +15,6 @@ from deeplabv3_plugin.utils.torchvision_convert import (convert_torchvision_chec
                                                         default_config_for,
                                                         detect_resnet_depth,
                                                         load_torchvision_state_dict)
-
-CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'torchvision')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,8 +37,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     config = args.config
     if config is None:
-        config = default_config_for(detect_resnet_depth(load_torchvision_state_dict(args.src)),
-                                    CONFIG_DIR)
+        config = default_config_for(detect_resnet_depth(load_torchvision_state_dict(args.src)))
     meta = convert_torchvision_checkpoint(args.src, args.dst, config, args.cfg_options)
     print(f'Converted {meta["num_tensors"]} tensors of a torchvision DeepLabV3-ResNet'
           f'{meta["depth"]} into {args.dst} for config {config}.')

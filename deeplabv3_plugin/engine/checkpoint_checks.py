@@ -1,11 +1,7 @@
-"""Refuse a checkpoint that does not fit the model, instead of testing half-random weights.
-
-mmengine loads with ``strict=False`` and only logs missing or mis-shaped keys, so a checkpoint of
-another config gives a plausible but meaningless mIoU. Fine-tuning from another model is a
-legitimate partial load, so ``tools/train.py`` checks only when resuming.
-"""
+"""Refuse a checkpoint that does not fit the model: mmengine loads with ``strict=False`` and only
+logs misfits, so the tools would test half-random weights (fine-tuning may load partially)."""
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
@@ -17,8 +13,8 @@ from mmseg.registry import HOOKS
 from .errors import UserInputError, listing
 
 __all__ = [
-    'CheckpointCompatibilityHook', 'CheckpointMismatchError', 'StateDictMismatch',
-    'check_state_dict_fits', 'checkpoint_state_dict', 'compare_state_dicts'
+    'CheckpointCompatibilityHook', 'CheckpointMismatchError', 'check_state_dict_fits',
+    'checkpoint_state_dict', 'compare_state_dicts'
 ]
 
 
@@ -30,9 +26,9 @@ class CheckpointMismatchError(UserInputError):
 class StateDictMismatch:
     """Keys the checkpoint lacks, keys the model lacks, ``(key, checkpoint shape, model shape)``."""
 
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    shape: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    missing: List[str]
+    unexpected: List[str]
+    shape: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.shape)
@@ -49,17 +45,14 @@ def compare_state_dicts(model_state: Mapping[str, Any],
                         checkpoint_state: Mapping[str, Any]) -> StateDictMismatch:
     """How ``checkpoint_state`` differs from ``model_state`` (falsy when it fits); a missing BN
     ``num_batches_tracked`` is ignored, as mmengine does."""
-    mismatch = StateDictMismatch()
-    for key, value in model_state.items():
-        theirs = checkpoint_state.get(key)
-        if theirs is None:
-            if not key.endswith('num_batches_tracked'):
-                mismatch.missing.append(key)
-        elif isinstance(value, torch.Tensor) and isinstance(theirs, torch.Tensor) \
-                and value.shape != theirs.shape:
-            mismatch.shape.append((key, tuple(theirs.shape), tuple(value.shape)))
-    mismatch.unexpected = [key for key in checkpoint_state if key not in model_state]
-    return mismatch
+    pairs = [(key, value, checkpoint_state.get(key)) for key, value in model_state.items()]
+    return StateDictMismatch(
+        missing=[k for k, _, theirs in pairs
+                 if theirs is None and not k.endswith('num_batches_tracked')],
+        unexpected=[key for key in checkpoint_state if key not in model_state],
+        shape=[(k, tuple(theirs.shape), tuple(ours.shape)) for k, ours, theirs in pairs
+               if isinstance(ours, torch.Tensor) and isinstance(theirs, torch.Tensor)
+               and ours.shape != theirs.shape])
 
 
 def checkpoint_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
@@ -79,17 +72,14 @@ def check_state_dict_fits(model: torch.nn.Module, checkpoint: Mapping[str, Any],
     if mismatch:
         raise CheckpointMismatchError(
             f'Checkpoint {source} does not fit the {type(model).__name__} model built from the '
-            f'config: {mismatch.describe()} It was probably trained with another config (other '
-            'backbone depth, widths, number of classes or head); pass the config it was trained '
-            'with, or a checkpoint trained with this config.')
+            f'config: {mismatch.describe()} Pass the config it was trained with (depth, widths, '
+            'classes, head), or a checkpoint of this config.')
 
 
 @HOOKS.register_module()
 class CheckpointCompatibilityHook(Hook):
-    """Stop the run when a loaded or resumed checkpoint does not fully fit the model.
-
-    ``tools/test.py`` always adds it, ``tools/train.py`` with ``--resume``.
-    """
+    """Stop the run when a loaded or resumed checkpoint does not fully fit the model
+    (``tools/test.py`` always adds it, ``tools/train.py`` with ``--resume``)."""
 
     priority = 'VERY_HIGH'
 

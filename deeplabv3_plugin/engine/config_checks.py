@@ -1,12 +1,8 @@
-"""Checks on the files and ``--cfg-options`` keys the tools are given.
-
-mmengine's ``Config.merge_from_dict`` creates any key it is given: ``model.backbone.dept=50``
-silently adds ``dept`` next to ``depth``. New leaves with no look-alike sibling
-(``model.test_output_stride``) stay allowed: adding a keyword argument is a legitimate use.
-"""
+"""Checks on the files and ``--cfg-options`` keys the tools are given (mmengine's
+``merge_from_dict`` would silently add ``model.backbone.dept=50`` next to ``depth``)."""
 import difflib
 import os.path as osp
-from typing import Any, List, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from mmengine.config import Config
 
@@ -14,14 +10,12 @@ from .errors import UserInputError, listing
 
 __all__ = ['check_cfg_options', 'check_file_exists', 'cfg_option_problem', 'load_config']
 
-#: A new key this similar (difflib ratio) to a sibling is a typo: dept/depth 0.89,
-#: max_iter/max_iters 0.94, while test_output_stride/output_stride (0.84) passes.
+#: A new key this similar to a sibling is a typo: dept/depth 0.89, test_output_stride (0.84) passes.
 TYPO_RATIO = 0.85
 
 
 def check_file_exists(path: str, what: str, expected: str) -> None:
-    """Raise :class:`UserInputError` naming ``what`` and ``path`` unless it is a file;
-    ``expected`` (what a valid value looks like) ends the message."""
+    """Refuse ``path`` unless it is a file; ``expected`` (what a valid one is) ends the message."""
     if not osp.isfile(path):
         problem = 'is a directory, not a file' if osp.isdir(path) else 'does not exist'
         raise UserInputError(f'{what} {path!r} {problem} (resolved to {osp.abspath(path)!r}). '
@@ -36,17 +30,16 @@ def load_config(path: str) -> Config:
 
 
 def cfg_option_problem(cfg: Mapping[str, Any], key: str) -> Optional[str]:
-    """Why the dotted ``key`` (list items by index) does not fit the nested dict ``cfg``, or
-    None for an existing key or an acceptable new leaf."""
+    """Why the dotted ``key`` does not fit ``cfg``, or None for an existing key or a new leaf
+    with no look-alike sibling (a new keyword argument, e.g. ``model.test_output_stride``)."""
     node: Any = cfg
-    walked: List[str] = []
     parts = key.split('.')
     for depth, part in enumerate(parts):
+        walked = parts[:depth]
         where = repr('.'.join(walked)) if walked else 'the top level of the config'
         if isinstance(node, Mapping):
             if part in node or part == '_delete_':  # mmengine's "replace, not merge" marker
                 node = node.get(part)
-                walked.append(part)
                 continue
             siblings = [str(k) for k in node]
             if depth == len(parts) - 1:
@@ -68,14 +61,12 @@ def cfg_option_problem(cfg: Mapping[str, Any], key: str) -> Optional[str]:
             return (f'{where} is a list of {len(node)} items, so {part!r} is not a valid index '
                     f'(expected 0..{len(node) - 1}).')
         node = node[int(part)]
-        walked.append(part)
     return None
 
 
 def check_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]],
                       config_path: str = '') -> None:
-    """Raise :class:`UserInputError` naming every ``--cfg-options`` key that does not fit
-    ``cfg`` (call it before merging)."""
+    """Refuse, naming each, the ``--cfg-options`` keys that do not fit ``cfg`` (before merging)."""
     as_dict = cfg.to_dict() if options else {}
     problems = [f'{key!r}: {problem}' for key in options or ()
                 if (problem := cfg_option_problem(as_dict, key)) is not None]
@@ -83,6 +74,5 @@ def check_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]],
         source = f' of config {config_path!r}' if config_path else ''
         raise UserInputError(
             f'--cfg-options: {len(problems)} key(s) do not fit the keys{source}. '
-            + ' '.join(problems) + ' Keys are dotted paths into the config (list items by '
-            'index, e.g. train_dataloader.dataset.pipeline.1.scale); to add a whole new section, '
-            'write a config that inherits this one with _base_ = [...].')
+            + ' '.join(problems) + ' Keys are dotted paths into the config, list items by index '
+            '(e.g. train_dataloader.dataset.pipeline.1.scale); a new section needs a config.')

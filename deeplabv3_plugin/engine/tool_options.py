@@ -1,5 +1,4 @@
-"""What each option of ``tools/train.py`` and ``tools/test.py`` does to the config, one function
-per option (as in mmseg's tools); user mistakes raise :class:`~.errors.UserInputError`."""
+"""What each option of ``tools/train.py`` and ``tools/test.py`` does to the config (as mmseg's)."""
 import copy
 import inspect
 import logging
@@ -48,13 +47,11 @@ def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
         raise UserInputError(f"--amp: optim_wrapper.type is {wrapper_type!r}, not 'OptimWrapper'"
                              '; configure mixed precision in the config instead.')
     if get_device() != 'cpu':
-        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
-        return
+        return cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
     features = cpu_features()
     if not features.native_bf16:
-        cost = (f'{features.name} has no native bf16 (no AVX512-BF16/AMX), so bf16 is emulated: '
-                f"a convolution's training step measured just now took "
-                f'{bf16_slowdown(training=True):.1f}x its float32 time')
+        cost = (f'{features.name} emulates bf16 (no AVX512-BF16/AMX): a convolution\'s training '
+                f'step measured just now took {bf16_slowdown(training=True):.1f}x its float32 time')
         if not force_bf16:
             raise UserInputError(f'--amp: on a CPU mixed precision means bf16 autocast, and '
                                  f'{cost}. Drop --amp, or add --force-bf16 to use bf16 anyway.')
@@ -72,8 +69,7 @@ def add_custom_hook(cfg: Config, hook: dict) -> None:
 
 def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False,
                           force_bf16: bool = False) -> None:
-    """Test through ``FastInferenceHook`` (channels_last, BN folded, ``--bf16`` where it pays);
-    ``--no-fast`` (``enabled=False``) runs the model as trained."""
+    """Test through ``FastInferenceHook`` (channels_last, BN folded, ``--bf16`` where it pays)."""
     if (bf16 or force_bf16) and not enabled:
         raise UserInputError('--bf16 runs on the fast inference path; drop --no-fast to use it.')
     bf16 = resolve_bf16(bf16, force_bf16, get_device(), what='--bf16')
@@ -83,27 +79,24 @@ def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False,
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
-    """``--resume`` (``'auto'``: the work dir's ``last_checkpoint``, the last complete save,
-    never the config's ``load_from``) or ``--resume CKPT``; a fresh run over checkpoints warns."""
+    """``--resume`` (``'auto'``: the work dir's ``last_checkpoint``, never the config's
+    ``load_from``) or ``--resume CKPT``; a fresh run over existing checkpoints warns."""
     cfg.resume = False
+    checkpoint = find_latest_checkpoint(cfg.work_dir) if resume in (None, 'auto') else resume
     if resume is None:
-        latest = find_latest_checkpoint(cfg.work_dir)
-        if latest is not None:
-            _warn(f'Work dir {cfg.work_dir!r} holds checkpoints (latest: {latest!r}) that this '
-                  'run overwrites: pass --resume to continue that run, or another --work-dir.')
+        if checkpoint is not None:
+            _warn(f'Work dir {cfg.work_dir!r} holds checkpoints (latest: {checkpoint!r}) that '
+                  'this run overwrites: pass --resume to continue that run, or another --work-dir.')
         return
+    if checkpoint is None:
+        return _warn(f'--resume: no checkpoint in work dir {cfg.work_dir!r} (no '
+                     'last_checkpoint file); training starts from the beginning.')
     if resume == 'auto':
-        checkpoint = find_latest_checkpoint(cfg.work_dir)
-        if checkpoint is None:
-            return _warn(f'--resume: no checkpoint in work dir {cfg.work_dir!r} (no '
-                         'last_checkpoint file); training starts from the beginning.')
         check_file_exists(checkpoint, 'checkpoint', f'{osp.join(cfg.work_dir, "last_checkpoint")}'
                           ' names it as the latest checkpoint; pass --resume CKPT to pick one.')
     else:
-        checkpoint = resume
-        check_file_exists(checkpoint, '--resume checkpoint',
-                          'Expected a checkpoint saved by a training run (e.g. '
-                          '<work_dir>/iter_1000.pth), or --resume alone for the latest one.')
+        check_file_exists(checkpoint, '--resume checkpoint', 'Expected a checkpoint saved by a '
+                          'training run (e.g. <work_dir>/iter_1000.pth), or --resume alone.')
     cfg.load_from = checkpoint
     cfg.resume = True
     add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
@@ -120,16 +113,14 @@ def _accepts(cls: type, name: str) -> bool:
     """Whether ``cls(...)`` takes keyword ``name``, following ``**kwargs`` up the MRO."""
     for klass in (k for k in cls.__mro__ if '__init__' in vars(k)):
         params = inspect.signature(klass.__init__).parameters
-        if name in params:
-            return True
-        if all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return False
+        if name in params or all(p.kind is not p.VAR_KEYWORD for p in params.values()):
+            return name in params
     return False
 
 
 def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
     """``--output-stride N``: evaluate at another output stride, e.g. 8 for a model trained at
-    16 (paper Sec. 4.3, Tables 4, 6); other segmentors than the plugin's are refused."""
+    16 (paper Sec. 4.3, Tables 4, 6)."""
     if output_stride is None:
         return
     try:
@@ -164,8 +155,7 @@ def enable_tta(cfg: Config) -> None:
 
 def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = False,
                          wait_time: float = 2.0) -> None:
-    """``--show-dir DIR`` / ``--show``: mmseg's ``SegVisualizationHook`` on every image (not
-    every 50th), overlays in ``DIR/vis_data/vis_image/``."""
+    """``--show-dir DIR`` / ``--show``: mmseg's ``SegVisualizationHook`` on every image."""
     if not (show or show_dir):
         return
     hook = cfg.get('default_hooks', {}).get('visualization')
@@ -182,8 +172,7 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
 
 
 def use_onnx_model(cfg: Config, onnx_file: str, conflicts: Sequence[str] = ()) -> None:
-    """``tools/test.py CONFIG model.onnx``: test an exported model with the config's data
-    preprocessor, dataset and metric; ``conflicts``: the PyTorch-only options given."""
+    """``tools/test.py CONFIG model.onnx``; ``conflicts``: the PyTorch-only options given."""
     from ..apis import onnx_model  # noqa: F401  (registers ONNXRuntimeSegmentor)
     check_file_exists(onnx_file, 'ONNX model', 'Expected an .onnx file written by '
                       'tools/export_onnx.py.')

@@ -1,9 +1,7 @@
-"""Convert torchvision's ``deeplabv3_resnet50/101`` weights into a checkpoint of this plugin.
-
-The paper's best VOC rows start from COCO pretraining (Table 6); torchvision's COCO-subset model
-(21 VOC classes) is the closest public start. The conversion is a pure renaming into the
-``configs/torchvision/`` model, whose function :func:`check_torchvision_geometry` pins.
-"""
+"""Convert torchvision's ``deeplabv3_resnet50/101`` weights into a checkpoint of the
+``configs/torchvision/`` models. The paper's best VOC rows start from COCO pretraining (Table 6);
+torchvision's COCO-subset model (21 VOC classes) is the closest public start."""
+import functools
 import os
 import os.path as osp
 import re
@@ -11,38 +9,37 @@ from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from deeplabv3_plugin.engine.checkpoint_checks import checkpoint_state_dict, compare_state_dicts
-from deeplabv3_plugin.engine.errors import listing
-from .torchvision_geometry import TorchvisionConversionError, check_torchvision_geometry
+from deeplabv3_plugin.engine.errors import UserInputError, listing
 
 __all__ = [
-    'TorchvisionConversionError', 'torchvision_prefix_map', 'torchvision_to_plugin_key',
-    'plugin_to_torchvision_key', 'detect_resnet_depth', 'load_torchvision_state_dict',
-    'convert_state_dict', 'check_torchvision_geometry', 'convert_torchvision_checkpoint',
-    'default_config_for'
+    'TorchvisionConversionError', 'torchvision_to_plugin_key', 'plugin_to_torchvision_key',
+    'detect_resnet_depth', 'load_torchvision_state_dict', 'convert_state_dict',
+    'check_torchvision_geometry', 'convert_torchvision_checkpoint', 'default_config_for'
 ]
 
-#: ResNet depth of torchvision's DeepLabV3 models, by the number of units in layer3.
-DEPTH_BY_LAYER3_UNITS = {6: 50, 23: 101}
-#: What torchvision's ``IntermediateLayerGetter`` keeps of the ResNet (avgpool/fc are dropped).
-_BACKBONE_MODULES = ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4')
+_BACKBONE_HINT = (" torchvision's backbone is MultiGridResNet(stem='torchvision', "
+                  'contract_dilation=True, multi_grid=(1, 1, 1)) at output stride 8.')
 
 
-def torchvision_prefix_map(num_atrous_rates: int = 3) -> Dict[str, str]:
-    """torchvision prefix -> plugin prefix (the backbone keeps its names; the head owns its map;
-    torchvision's aux ``FCNHead`` is ``Sequential(conv, bn, relu, dropout, conv)``)."""
+class TorchvisionConversionError(UserInputError):
+    """The source is not a torchvision DeepLabV3 state dict that fits the target config."""
+
+
+def _prefix_map(num_atrous_rates: int = 3) -> Dict[str, str]:
+    """torchvision prefix -> plugin prefix (torchvision's aux ``FCNHead`` is
+    ``Sequential(conv, bn, relu, dropout, conv)``; avgpool/fc are not in its backbone)."""
     from deeplabv3_plugin.models.decode_heads import torchvision_key_map
 
-    mapping = {f'backbone.{name}.': f'backbone.{name}.' for name in _BACKBONE_MODULES}
+    mapping = {'aux_classifier.0.': 'auxiliary_head.convs.0.conv.',
+               'aux_classifier.1.': 'auxiliary_head.convs.0.bn.',
+               'aux_classifier.4.': 'auxiliary_head.conv_seg.'}
+    for name in ('conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'layer4'):
+        mapping[f'backbone.{name}.'] = f'backbone.{name}.'
     for source, target in torchvision_key_map(num_atrous_rates).items():
         mapping[f'classifier.{source}.'] = f'decode_head.{target}.'
-    mapping.update({
-        'aux_classifier.0.': 'auxiliary_head.convs.0.conv.',
-        'aux_classifier.1.': 'auxiliary_head.convs.0.bn.',
-        'aux_classifier.4.': 'auxiliary_head.conv_seg.',
-    })
     return mapping
 
 
@@ -53,13 +50,12 @@ def _rename(key: str, mapping: Mapping[str, str]) -> Optional[str]:
 
 def torchvision_to_plugin_key(key: str, num_atrous_rates: int = 3) -> Optional[str]:
     """The plugin key of a torchvision key, or None if torchvision has no such key."""
-    return _rename(key, torchvision_prefix_map(num_atrous_rates))
+    return _rename(key, _prefix_map(num_atrous_rates))
 
 
 def plugin_to_torchvision_key(key: str, num_atrous_rates: int = 3) -> Optional[str]:
     """The inverse of :func:`torchvision_to_plugin_key`."""
-    inverse = {v: k for k, v in torchvision_prefix_map(num_atrous_rates).items()}
-    return _rename(key, inverse)
+    return _rename(key, {v: k for k, v in _prefix_map(num_atrous_rates).items()})
 
 
 def detect_resnet_depth(state_dict: Mapping[str, Tensor]) -> int:
@@ -70,12 +66,12 @@ def detect_resnet_depth(state_dict: Mapping[str, Tensor]) -> int:
         raise TorchvisionConversionError(
             'the state dict has no backbone.layer3.* keys, so it is not a torchvision '
             f'DeepLabV3-ResNet (first keys: {listing(state_dict, 12)}).')
-    count = max(units) + 1
-    if count not in DEPTH_BY_LAYER3_UNITS:
+    depth = {6: 50, 23: 101}.get(max(units) + 1)
+    if depth is None:
         raise TorchvisionConversionError(
-            f'backbone.layer3 has {count} units; torchvision\'s DeepLabV3 uses ResNet-50 '
-            '(6 units) or ResNet-101 (23 units).')
-    return DEPTH_BY_LAYER3_UNITS[count]
+            f'backbone.layer3 has {max(units) + 1} units; torchvision\'s DeepLabV3 uses '
+            'ResNet-50 (6 units) or ResNet-101 (23 units).')
+    return depth
 
 
 def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
@@ -93,10 +89,8 @@ def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
             f'cannot read {path!r} as a weights-only torch file ({type(error).__name__}: '
             f'{str(error).splitlines()[0] if str(error) else ""}). Save the state dict alone, '
             'e.g. torch.save(checkpoint["model"], "weights.pth").') from error
-    if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
-        obj = obj['model']
     if isinstance(obj, Mapping):
-        obj = checkpoint_state_dict(obj)
+        obj = checkpoint_state_dict(obj['model'] if isinstance(obj.get('model'), Mapping) else obj)
     if not isinstance(obj, Mapping) or not obj or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         raise TorchvisionConversionError(
@@ -109,19 +103,12 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
                        num_atrous_rates: int = 3) -> Tuple['OrderedDict[str, Tensor]', List[str]]:
     """Rename a torchvision state dict into the layout of ``target``; returns it and notes.
 
-    Every source key must fill a target key of the same shape and every target key be filled,
-    except BN ``num_batches_tracked`` counters an old source lacks (zeros), and the target's
-    ``auxiliary_head`` when the source has no ``aux_classifier`` (it only adds a training loss).
+    Every key must match one of the same shape, but for BN ``num_batches_tracked`` an old source
+    lacks (zeros) and the ``auxiliary_head`` of a source without ``aux_classifier``.
     """
-    mapping = torchvision_prefix_map(num_atrous_rates)
-    renamed: Dict[str, str] = {}  # plugin key -> torchvision key
-    unknown = []
-    for key in source:
-        new_key = _rename(key, mapping)
-        if new_key is None:
-            unknown.append(key)
-        else:
-            renamed[new_key] = key
+    mapping = _prefix_map(num_atrous_rates)
+    new_keys = {key: _rename(key, mapping) for key in source}
+    renamed = {new: old for old, new in new_keys.items() if new is not None}  # plugin -> source
     has_aux = any(k.startswith('aux_classifier.') for k in source)
     required = [k for k in target if has_aux or not k.startswith('auxiliary_head.')]
     notes = [] if len(required) == len(target) else [
@@ -129,19 +116,15 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
         'in the converted checkpoint and keeps its initialisation when the checkpoint is loaded; '
         'it only adds a training loss (set model.auxiliary_head=None to train without it).']
     mismatch = compare_state_dicts({k: target[k] for k in required},
-                                   {dst: source[src] for dst, src in renamed.items()})
-    problems = []
-    if unknown:
-        problems.append(f'{len(unknown)} key(s) that torchvision\'s DeepLabV3-ResNet does not '
-                        f'have: {listing(sorted(unknown), 12)}')
-    if mismatch.unexpected:
-        surplus = sorted(renamed[k] for k in mismatch.unexpected)
-        problems.append(f'{len(surplus)} key(s) with no place in the target model (another '
-                        f'depth or head?): {listing(surplus, 12)}')
-    if mismatch.missing:
-        names = sorted(plugin_to_torchvision_key(k, num_atrous_rates) or k
-                       for k in mismatch.missing)
-        problems.append(f'{len(names)} key(s) missing from the source: {listing(names, 12)}')
+                                   {new: source[old] for new, old in renamed.items()})
+    unknown = sorted(old for old, new in new_keys.items() if new is None)
+    surplus = sorted(renamed[k] for k in mismatch.unexpected)
+    missing = sorted(plugin_to_torchvision_key(k, num_atrous_rates) or k
+                     for k in mismatch.missing)
+    problems = [f'{len(keys)} key(s) {what}: {listing(keys, 12)}' for keys, what in (
+        (unknown, 'that torchvision\'s DeepLabV3-ResNet does not have'),
+        (surplus, 'with no place in the target model (another depth or head?)'),
+        (missing, 'missing from the source')) if keys]
     for dst, found, expected in mismatch.shape:
         if dst.endswith('conv_seg.weight'):
             problems.append(f'the source predicts {found[0]} classes, the config\'s '
@@ -156,7 +139,6 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
         raise TorchvisionConversionError(
             'not a torchvision DeepLabV3 state dict that fits the target config: ' +
             '; '.join(problems) + '.')
-
     # Keys not renamed are num_batches_tracked counters the source lacks.
     converted = OrderedDict((key, source[renamed[key]].detach().clone() if key in renamed
                              else torch.zeros_like(target[key], device='cpu'))
@@ -164,12 +146,67 @@ def convert_state_dict(source: Mapping[str, Tensor], target: Mapping[str, Tensor
     return converted, notes
 
 
+def _config_dir() -> str:
+    """``configs/torchvision/``: in the package's ``.mim`` once installed, else in the checkout."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    installed = osp.join(package, '.mim', 'configs', 'torchvision')
+    return installed if osp.isdir(installed) else osp.join(osp.dirname(package), 'configs',
+                                                           'torchvision')
+
+
+def _function(model: nn.Module) -> Dict[str, str]:
+    """What the weights do not pin, by module name, in eval mode (where ``test_output_stride``
+    applies): conv geometry, BN eps, the heads' upsampling and the input normalisation."""
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
+    was_training = model.training
+    model.eval()
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            found[name] = ('(stride, dilation, padding)='
+                           f'{(module.stride[0], module.dilation[0], module.padding[0])}')
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found[name] = f'BN eps={module.eps}'
+        elif isinstance(module, BaseDecodeHead):
+            found[name] = f'align_corners={module.align_corners}'
+    model.train(was_training)
+    pre = model.data_preprocessor
+    mean, std = ([round(v, 3) for v in getattr(pre, key).flatten().tolist()]
+                 if getattr(pre, key, None) is not None else None for key in ('mean', 'std'))
+    found['data_preprocessor'] = (f'mean={mean}, std={std}, '
+                                  f'bgr_to_rgb={getattr(pre, "channel_conversion", False)}')
+    return found
+
+
+@functools.lru_cache()
+def _torchvision_function(depth: int) -> Dict[str, str]:
+    from deeplabv3_plugin.apis.inference import build_segmentor
+
+    return _function(build_segmentor(default_config_for(depth)))
+
+
+def check_torchvision_geometry(model: nn.Module) -> None:
+    """Refuse, naming every difference from the ``configs/torchvision/`` model of its depth, a
+    model whose eval-mode function is not torchvision's: weights alone do not pin it (a deep
+    stem, uncontracted rates, OS 16, ``align_corners=True`` load the same tensors)."""
+    ours = _function(model)
+    theirs = _torchvision_function(101 if getattr(model.backbone, 'depth', 50) == 101 else 50)
+    if getattr(model, 'auxiliary_head', None) is None:  # optional: it only adds a training loss
+        theirs = {k: v for k, v in theirs.items() if not k.startswith('auxiliary_head')}
+    problems = [f'{name}: {ours.get(name, "absent")}, torchvision: {theirs.get(name, "absent")}'
+                for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
+    if problems:
+        hint = _BACKBONE_HINT if any(p.startswith('backbone.') for p in problems) else ''
+        raise TorchvisionConversionError(
+            'the target config does not reproduce torchvision\'s DeepLabV3 (use '
+            'configs/torchvision/): ' + listing(problems, 12, sep='; ') + '.' + hint)
+
+
 def convert_torchvision_checkpoint(src: str, dst: str, config,
                                    cfg_options: Optional[dict] = None) -> dict:
-    """Convert torchvision file ``src`` into an mmengine checkpoint ``dst`` of ``config``.
-
-    ``dst`` is written only when the whole conversion succeeds; returns its ``meta``.
-    """
+    """Write ``src`` as an mmengine checkpoint ``dst`` of ``config`` (only when the whole
+    conversion succeeds); returns its ``meta``."""
     from mmseg.datasets import PascalVOCDataset
 
     from deeplabv3_plugin.apis.inference import build_segmentor
@@ -199,6 +236,6 @@ def convert_torchvision_checkpoint(src: str, dst: str, config,
     return meta
 
 
-def default_config_for(depth: int, config_dir: str) -> str:
-    """The torchvision-variant config of ``depth`` in ``config_dir``."""
-    return osp.join(config_dir, f'deeplabv3_r{depth}-tv_os8_voc12aug-513x513.py')
+def default_config_for(depth: int) -> str:
+    """The ``configs/torchvision/`` config of ``depth``."""
+    return osp.join(_config_dir(), f'deeplabv3_r{depth}-tv_os8_voc12aug-513x513.py')
