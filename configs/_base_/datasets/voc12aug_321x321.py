@@ -5,6 +5,8 @@ crop_size = (321, 321)
 train_pipeline = _base_.train_pipeline
 train_pipeline[4].crop_size = crop_size  # RandomCrop
 train_pipeline[5].size = crop_size  # Pad
-dataset_train = dict(_base_.dataset_train, pipeline=train_pipeline)
-dataset_aug = dict(_base_.dataset_aug, pipeline=train_pipeline)
-train_dataloader = dict(dataset=dict(datasets=[dataset_train, dataset_aug]))
+train_dataloader = dict(
+    dataset=dict(datasets=[
+        dict(dataset, pipeline=train_pipeline)
+        for dataset in _base_.train_dataloader.dataset.datasets
+    ]))

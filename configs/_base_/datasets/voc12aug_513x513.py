@@ -48,25 +48,23 @@ test_pipeline = [
     dict(type='CheckSegSample', num_classes=21),
     dict(type='PackSegInputs'),
 ]
-dataset_train = dict(
-    type=dataset_type,
-    data_root=data_root,
-    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-    ann_file='ImageSets/Segmentation/train.txt',
-    pipeline=train_pipeline)
-dataset_aug = dict(
-    type=dataset_type,
-    data_root=data_root,
-    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
-    ann_file='ImageSets/Segmentation/aug.txt',
-    pipeline=train_pipeline)
 train_dataloader = dict(
     # Sec. 4.1: BN statistics are computed over a batch of 16 (all GPUs together).
     batch_size=16,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type='ConcatDataset', datasets=[dataset_train, dataset_aug]))
+    dataset=dict(
+        type='ConcatDataset',
+        datasets=[
+            dict(
+                type=dataset_type,
+                data_root=data_root,
+                data_prefix=dict(img_path='JPEGImages', seg_map_path=labels),
+                ann_file=f'ImageSets/Segmentation/{split}.txt',
+                pipeline=train_pipeline)
+            for split, labels in (('train', 'SegmentationClass'), ('aug', 'SegmentationClassAug'))
+        ]))
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
