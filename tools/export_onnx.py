@@ -25,8 +25,7 @@ from mmengine.config import DictAction
 from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn
 from deeplabv3_plugin.apis.inference import build_segmentor
 from deeplabv3_plugin.engine.errors import UserInputError, run_tool
-from deeplabv3_plugin.utils.onnx_export import (compare_labels, compare_with_pytorch,
-                                                export_onnx, parse_shape)
+from deeplabv3_plugin.utils.onnx_export import compare_with_pytorch, export_onnx, parse_shape
 from deeplabv3_plugin.utils.onnx_int8 import calibration_images, int8_summary, quantize_int8
 
 
@@ -94,7 +93,7 @@ def main(argv=None) -> int:
         print(f'int8 model: calibrated on {len(images)} image(s) of {args.calib_dir}; ' +
               '; '.join(f'{kind}: ' + ', '.join(f'{op} x{n}' for op, n in sorted(ops.items()))
                         for kind, ops in summary.items()))
-        for shape, agreement in compare_labels(wrapper, args.out, check_shapes):
+        for shape, _, _, agreement in compare_with_pytorch(wrapper, args.out, check_shapes):
             print(f'input {"x".join(map(str, shape))}: int8 argmax equals pytorch on '
                   f'{100 * agreement:.2f}% of the pixels')
     return 1 if failed else 0
@@ -103,7 +102,7 @@ def main(argv=None) -> int:
 def report_check(wrapper, onnx_file: str, shapes, tolerance: float, what: str) -> bool:
     """Print ONNX Runtime vs PyTorch per shape; True when one differs too much."""
     failed = False
-    for shape, difference, scale in compare_with_pytorch(wrapper, onnx_file, shapes):
+    for shape, difference, scale, _ in compare_with_pytorch(wrapper, onnx_file, shapes):
         ok = difference <= tolerance * max(scale, 1.0)
         failed |= not ok
         print(f'input {"x".join(map(str, shape))}: {what} max |onnxruntime - pytorch| = '

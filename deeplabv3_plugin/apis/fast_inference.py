@@ -1,12 +1,7 @@
-"""The fast inference path: channels_last, BN folded into convolutions, optional bf16/compile.
-
-CPU inference is dominated by the dilated block4 and ASPP convolutions (paper Sec. 3.3): NHWC
-is oneDNN's native layout, folding BN saves a pass over every activation, bf16 pays only with
-native bf16 (AVX512-BF16/AMX). Only bf16 changes numerics beyond rounding.
-"""
+"""The fast inference path for the dilated block4 and ASPP convolutions (paper Sec. 3.3):
+channels_last (oneDNN's layout), BN folded into convolutions, optional bf16 and compile."""
 import copy
-import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from mmcv.cnn import ConvModule
@@ -16,20 +11,16 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..utils.cpu_features import bf16_slowdown, cpu_features
+from ..utils.cpu_features import resolve_bf16
 
 __all__ = ['FastInferenceModel', 'fuse_conv_bn', 'fold_bn_into_conv', 'register_conv_bn_pairs']
-
-# For one module type: its (conv attribute, norm attribute) pairs whose conv feeds only that norm.
-PairFinder = Callable[[nn.Module], List[Tuple[str, str]]]
 
 
 def _convmodule_pairs(module: ConvModule) -> List[Tuple[str, str]]:
     # A norm before the conv would need its shift applied to the zero padding: not foldable.
-    if (not module.with_norm or module.with_spectral_norm
-            or module.order.index('norm') < module.order.index('conv')):
-        return []
-    return [('conv', module.norm_name)]
+    foldable = module.with_norm and not module.with_spectral_norm and (
+        module.order.index('norm') > module.order.index('conv'))
+    return [('conv', module.norm_name)] if foldable else []
 
 
 def _block_pairs(module: BasicBlock) -> List[Tuple[str, str]]:
@@ -44,7 +35,8 @@ def _sequential_pairs(module: nn.Sequential) -> List[Tuple[str, str]]:
             and isinstance(module._modules[b], _BatchNorm)]
 
 
-_PAIR_FINDERS: Dict[type, PairFinder] = {
+# Per module type, its (conv, norm) attribute pairs whose conv feeds only that norm.
+_PAIR_FINDERS = {
     ConvModule: _convmodule_pairs,
     BasicBlock: _block_pairs,
     Bottleneck: _block_pairs,
@@ -53,9 +45,10 @@ _PAIR_FINDERS: Dict[type, PairFinder] = {
 }
 
 
-def register_conv_bn_pairs(module_type: type, finder: PairFinder) -> None:
-    """Teach :func:`fuse_conv_bn` the conv -> BN pairs of another module type (a fact of its
-    ``forward``, not of its children); subclasses use their nearest registered base's."""
+def register_conv_bn_pairs(module_type: type,
+                           finder: Callable[[nn.Module], List[Tuple[str, str]]]) -> None:
+    """Teach :func:`fuse_conv_bn` the conv -> BN pairs of another module type (its subclasses
+    included), a fact of its ``forward``."""
     _PAIR_FINDERS[module_type] = finder
 
 
@@ -64,91 +57,75 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> None:
     """Absorb an eval-mode BatchNorm into the preceding convolution, in place (float64 maths)."""
     if bn.training or bn.running_var is None:
         raise ValueError(f'Cannot fold {type(bn).__name__} in training mode or with '
-                         'track_running_stats=False: folding uses the running statistics; call '
-                         'model.eval() first')
-
+                         'track_running_stats=False; call model.eval() first')
     weight, bias = fuse_conv_bn_weights(*[None if t is None else t.double() for t in (
         conv.weight, conv.bias, bn.running_mean, bn.running_var)], bn.eps,
         *[None if t is None else t.double() for t in (bn.weight, bn.bias)])
     grad, dtype = conv.weight.requires_grad, conv.weight.dtype
-    conv.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=grad)
-    conv.bias = nn.Parameter(bias.detach().to(dtype), requires_grad=grad)
+    conv.weight, conv.bias = (nn.Parameter(t.detach().to(dtype), requires_grad=grad)
+                              for t in (weight, bias))
 
 
 def fuse_conv_bn(model: nn.Module) -> int:
-    """Fold every known conv -> BN pair of an eval-mode model in place; returns their number.
-
-    Folded BNs become ``nn.Identity``, so strides/dilations (and output-stride switching) stay,
-    but the ``state_dict`` loses the BN entries: fold a copy, keep training the original.
-    """
-    finders = [(parent, next((_PAIR_FINDERS[k] for k in type(parent).__mro__
-                              if k in _PAIR_FINDERS), lambda m: [])) for parent in model.modules()]
-    todo = [(parent, getattr(parent, conv), norm) for parent, finder in finders
-            for conv, norm in finder(parent)]
-    # Plain convs only: subclasses such as deformable convs compute something else.
-    todo = [(parent, conv, norm) for parent, conv, norm in todo
-            if isinstance(conv, nn.Conv2d) and isinstance(getattr(parent, norm), _BatchNorm)
-            and getattr(parent, norm).running_var is not None]
-    for parent, conv, norm in todo:
-        fold_bn_into_conv(conv, getattr(parent, norm))
+    """Fold every known conv -> BN pair of an eval-mode model in place, into ``nn.Identity``s
+    (the ``state_dict`` loses them: fold a copy); returns their number."""
+    todo = []
+    for parent in model.modules():
+        finder = next((_PAIR_FINDERS[k] for k in type(parent).__mro__ if k in _PAIR_FINDERS),
+                      lambda m: [])
+        for conv, norm in finder(parent):
+            conv, bn = getattr(parent, conv), getattr(parent, norm)
+            # nn.Conv2d only: other convs (e.g. deformable ones) compute something else.
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm) and (
+                    bn.running_var is not None):
+                todo.append((parent, norm, conv, bn))
+    for parent, norm, conv, bn in todo:
+        fold_bn_into_conv(conv, bn)
         setattr(parent, norm, nn.Identity())
     return len(todo)
 
 
-def _network(model: EncoderDecoder) -> List[nn.Module]:
-    return [model.backbone] + ([model.neck] if model.with_neck else []) + [model.decode_head]
-
-
-def _use_bf16(model: EncoderDecoder) -> None:
-    """bf16 network with bf16 conv weights stored once; logits leave the head in float32."""
-    device_type = next(model.parameters()).device.type
-
-    def bf16(forward: Callable, float_output: bool) -> Callable:
-        def run(*args, **kwargs):
-            with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
-                output = forward(*args, **kwargs)
-            return output.float() if float_output else output
-        return run
-
-    for module in _network(model):
-        for conv in module.modules():
-            if isinstance(conv, nn.Conv2d):
-                conv.to(torch.bfloat16)
-        module.forward = bf16(module.forward, module is model.decode_head)
+def _bf16(forward: Callable, device_type: str, float_output: bool) -> Callable:
+    def run(*args, **kwargs):
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            output = forward(*args, **kwargs)
+        return output.float() if float_output else output
+    return run
 
 
 class FastInferenceModel(nn.Module):
-    """An eval-only segmentor on the fast path, with the wrapped segmentor's interface.
-
-    Other attributes (``dataset_meta``, ``cfg``, ``decode_head`` ...) are the segmentor's, so
-    mmengine's loops, mmseg's APIs and ``SegTTAModel`` take it as the segmentor. It is put in
-    eval mode (its ``test_output_stride`` applies) before folding; ``bf16`` and ``compile``
-    change an ``EncoderDecoder``'s backbone and head; ``copy_model`` keeps ``model`` trainable.
-    """
+    """An eval-only segmentor on the fast path; its other attributes are the segmentor's, so
+    mmengine's loops, mmseg's APIs and ``SegTTAModel`` take it as one. ``bf16`` (bf16 conv
+    weights, float32 logits) and ``compile`` need an ``EncoderDecoder``."""
 
     def __init__(self, model: BaseSegmentor, channels_last: bool = True, fuse_bn: bool = True,
                  bf16: bool = False, compile: bool = False, copy_model: bool = True) -> None:
         super().__init__()
         if not isinstance(model, BaseSegmentor) or (
                 (bf16 or compile) and not isinstance(model, EncoderDecoder)):
-            raise TypeError('FastInferenceModel wraps an mmseg segmentor (BaseSegmentor; an '
-                            f'EncoderDecoder for bf16/compile), got {type(model).__name__}; '
-                            "for test-time augmentation wrap the SegTTAModel's .module")
+            raise TypeError('FastInferenceModel wraps a BaseSegmentor (an EncoderDecoder for '
+                            f'bf16/compile), got {type(model).__name__}; with TTA wrap the '
+                            "SegTTAModel's .module")
         model = copy.deepcopy(model) if copy_model else model
         model.eval()
         self.num_fused_bn = fuse_conv_bn(model) if fuse_bn else 0
         if channels_last:
             model.to(memory_format=torch.channels_last)
+        if bf16 or compile:
+            network = [model.backbone, model.neck] if model.with_neck else [model.backbone]
+            network.append(model.decode_head)
         if bf16:
-            if next(model.parameters()).device.type == 'cpu' and not cpu_features().native_bf16:
-                warnings.warn('bf16=True on a CPU without AVX512-BF16/AMX: bfloat16 is emulated '
-                              f'there, {bf16_slowdown():.1f}x the float32 time of a convolution '
-                              '(measured now)')
-            _use_bf16(model)
-        if compile:
-            # Instance ``forward``s, because mmseg's heads call ``self.forward`` in ``predict``.
-            for module in _network(model):
-                module.forward = torch.compile(module.forward, options={'freezing': True})
+            device_type = next(model.parameters()).device.type
+            # bf16 as asked; where it is emulated, one warning with its measured cost
+            resolve_bf16(True, True, device_type, what='FastInferenceModel(bf16=True)')
+            for module in network:
+                for conv in module.modules():
+                    if isinstance(conv, nn.Conv2d):
+                        conv.to(torch.bfloat16)
+                module.forward = _bf16(module.forward, device_type, module is model.decode_head)
+        # Instance ``forward``s, because mmseg's heads call ``self.forward`` in ``predict``.
+        for module in network if compile else []:
+            module.forward = torch.compile(module.forward, options={'freezing': True})
         self.module, self.channels_last, self.bf16 = model, channels_last, bf16
         super().train(False)
 
@@ -170,8 +147,8 @@ class FastInferenceModel(nn.Module):
                 mode: str = 'tensor'):
         """``mode='predict'`` (``SegDataSample`` list) or ``'tensor'`` (float32 logits)."""
         if mode not in ('predict', 'tensor'):
-            raise ValueError(f"FastInferenceModel supports mode='predict' or 'tensor', got "
-                             f'mode={mode!r} (it is inference-only)')
+            raise ValueError(f"FastInferenceModel is inference-only: mode='predict' or "
+                             f"'tensor', got mode={mode!r}")
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():

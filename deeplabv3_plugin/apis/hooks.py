@@ -1,11 +1,10 @@
 """An mmengine hook that runs validation and testing through the fast inference path."""
 import copy
-from typing import Optional, Sequence
+from typing import Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmseg.registry import HOOKS
-from torch import nn
 
 from .fast_inference import FastInferenceModel
 
@@ -16,30 +15,19 @@ LOOPS = ('val', 'test')
 
 @HOOKS.register_module()
 class FastInferenceHook(Hook):
-    """Swap a fast eval-only copy of the model in for the val/test loops, then swap it back.
-
-    The copy is made before each epoch, so the trained model, its checkpoints, optimizer and
-    output-stride switch are untouched. ``BELOW_NORMAL`` copies after ``EMAHook`` has swapped
-    the EMA weights in, and restores before ``CheckpointHook`` saves a best checkpoint. With
-    ``--tta`` the ``SegTTAModel``'s segmentor runs fast, the float32 merge stays.
-
-    Args:
-        channels_last, fuse_bn, bf16, compile: As :class:`FastInferenceModel` (``compile``
-            recompiles each epoch).
-        loops: Which of ``('val', 'test')`` run fast. Default: both.
-    """
+    """Swap a fast copy of the model (:class:`FastInferenceModel` options; of a ``SegTTAModel``
+    its segmentor) in for the ``loops``, then back. ``BELOW_NORMAL``: after ``EMAHook`` swaps
+    the EMA weights in, before ``CheckpointHook`` saves a best checkpoint."""
 
     priority = 'BELOW_NORMAL'
 
     def __init__(self, channels_last: bool = True, fuse_bn: bool = True, bf16: bool = False,
                  compile: bool = False, loops: Sequence[str] = LOOPS) -> None:
         if isinstance(loops, str) or not set(loops) <= set(LOOPS):
-            raise ValueError(f'FastInferenceHook: loops={loops!r} is not allowed: expected a '
-                             f'sequence of names from {LOOPS}')
+            raise ValueError(f'FastInferenceHook: loops={loops!r}; expected names from {LOOPS}')
         self.options = dict(channels_last=channels_last, fuse_bn=fuse_bn, bf16=bf16,
                             compile=compile)
-        self.loops = tuple(loops)
-        self._original: Optional[nn.Module] = None
+        self.loops, self._original = tuple(loops), None
 
     def _before_epoch(self, runner, mode: str = 'train') -> None:
         if mode not in self.loops:

@@ -1,8 +1,5 @@
-"""Inference API: build a segmentor from a config and checkpoint, predict label maps.
-
-``init_model`` returns the fast path (:mod:`.fast_inference`) by default, ``fast=False`` the
-plain segmentor; :func:`build_segmentor` is the package's one model builder.
-"""
+"""Inference API: :func:`build_segmentor` (the package's one model builder), ``init_model``
+(the fast path by default) and ``inference_model``."""
 import copy
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -27,7 +24,6 @@ from .fast_inference import FastInferenceModel
 
 __all__ = ['build_segmentor', 'init_model', 'inference_model', 'inference_pipeline']
 
-ImageType = Union[str, Path, np.ndarray]
 #: Test-pipeline steps that need a label, which inference does not have (subclasses included).
 LABEL_TRANSFORMS = (LoadAnnotations, CheckSegSample)
 
@@ -35,12 +31,9 @@ LABEL_TRANSFORMS = (LoadAnnotations, CheckSegSample)
 def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] = None,
                     cfg_options: Optional[dict] = None, output_stride: Optional[int] = None,
                     device: str = 'cpu') -> nn.Module:
-    """Build ``config``'s segmentor in eval mode: the one builder of the package.
-
-    No pretrained download, SyncBN as BN (one process), a checkpoint that must fit but for the
-    training-only auxiliary head (mmengine would leave misfits random), ``dataset_meta`` and
-    ``model.cfg`` set; ``output_stride`` sets the plugin's ``test_output_stride``.
-    """
+    """``config``'s segmentor in eval mode, with ``dataset_meta`` and ``cfg``: no pretrained
+    download, SyncBN as BN, a checkpoint that must fit but for the auxiliary head (mmengine
+    would leave misfits random); ``output_stride`` sets the ``test_output_stride``."""
     cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(str(config))
     name = cfg.filename or '<config>'
     check_cfg_options(cfg, cfg_options, name)
@@ -50,8 +43,7 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pop('pretrained', None)
     model_cfg.get('backbone', {}).pop('init_cfg', None)
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
-    meta = {}
+    model, meta = revert_sync_batchnorm(MODELS.build(model_cfg)), {}
     if checkpoint is not None:
         if '://' not in checkpoint:  # URLs (open-mmlab://, https://) go to mmengine's loaders
             check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
@@ -65,16 +57,13 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
         if mismatch:
             raise CheckpointMismatchError(
                 f'checkpoint {checkpoint!r} does not fit the {type(model).__name__} model of '
-                f'the config: {mismatch.describe()} Use the config it was trained or converted '
-                'with.')
+                f'the config: {mismatch.describe()} Use the config it was trained with.')
         model.load_state_dict(state, strict=False)
         meta = loaded.get('meta') or {}
     if output_stride is not None:
         if not hasattr(model, 'test_output_stride'):
-            raise UserInputError(
-                f'output stride {output_stride}: the model of {name!r} is a '
-                f"{type(model).__name__}, which has no output-stride knob; use the plugin's "
-                "type='DeepLabV3' segmentor.")
+            raise UserInputError(f'output stride {output_stride}: the model of {name!r} is a '
+                                 f"{type(model).__name__}, not the plugin's type='DeepLabV3'.")
         model.test_output_stride = output_stride
     model.dataset_meta = meta.get('dataset_meta') or dict(
         classes=cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo', {}).get(
@@ -87,35 +76,26 @@ def init_model(config: Union[str, Path, Config], checkpoint: Optional[str] = Non
                device: str = 'cpu', fast: bool = True, bf16: bool = False,
                force_bf16: bool = False, compile: bool = False,
                cfg_options: Optional[dict] = None) -> nn.Module:
-    """:func:`build_segmentor`, then (``fast=True``) its :class:`FastInferenceModel`.
-
-    ``bf16`` applies only where it pays (GPU, native-bf16 CPU; elsewhere a warning gives the
-    cost), ``force_bf16`` everywhere.
-    """
+    """:func:`build_segmentor`, then (``fast=True``) its :class:`FastInferenceModel`; ``bf16``
+    only where it pays (GPU, native-bf16 CPU), ``force_bf16`` everywhere."""
     if (bf16 or force_bf16 or compile) and not fast:
-        raise ValueError('init_model: bf16=True or compile=True needs fast=True (they are '
-                         'part of the fast path)')
+        raise ValueError('init_model: bf16=True or compile=True needs fast=True')
     model = build_segmentor(config, checkpoint, cfg_options, device=device)
     if not fast:
         return model
-    bf16 = resolve_bf16(bf16, force_bf16, torch.device(device).type,
-                        what='init_model(bf16=True)')
+    bf16 = resolve_bf16(bf16, force_bf16, device, what='init_model(bf16=True)')
     return FastInferenceModel(model, bf16=bf16, compile=compile, copy_model=False)
 
 
 def is_step(step: dict, classes) -> bool:
-    """Whether a pipeline step's transform is one of ``classes`` (subclasses included)."""
     kind = step.get('type')
     kind = TRANSFORMS.get(kind) if isinstance(kind, str) else kind
     return isinstance(kind, type) and issubclass(kind, classes)
 
 
 def inference_pipeline(steps: List[dict]) -> List[dict]:
-    """A test (or TTA) pipeline without label steps, loading paths or BGR arrays.
-
-    Label steps are found by class, also inside ``TestTimeAug`` (mmseg's inferencer drops only
-    top-level ``LoadAnnotations``).
-    """
+    """A test (or TTA) pipeline loading paths or BGR arrays, without label steps: found by
+    class, inside ``TestTimeAug`` too (mmseg's inferencer drops top-level LoadAnnotations)."""
     result = []
     for step in copy.deepcopy(steps):
         if is_step(step, LABEL_TRANSFORMS):
@@ -128,32 +108,24 @@ def inference_pipeline(steps: List[dict]) -> List[dict]:
             step['transforms'] = [group for group in groups if group]
         result.append(step)
     if not any(step['type'] == 'InferencerLoader' for step in result):
-        raise ValueError('no step of the test pipeline loads the image from a file (a '
-                         f'LoadImageFromFile or subclass); got {steps}')
+        raise ValueError(f'no LoadImageFromFile (or subclass) in the test pipeline {steps}')
     return result
 
 
-def inference_model(model: nn.Module, img: Union[ImageType, Sequence[ImageType]]
+def inference_model(model: nn.Module, img: Union[str, Path, np.ndarray, Sequence]
                     ) -> Union[np.ndarray, List[np.ndarray]]:
-    """``(H, W)`` int64 label map(s) at the original size of an image or of each of a list.
-
-    Paths or BGR arrays, one at a time through ``model.cfg``'s test pipeline (sizes may mix).
-    Unlike :func:`mmseg.apis.inference_model` it leaves ``model.cfg`` unedited and runs the
-    plugin's checked pipelines.
-    """
+    """``(H, W)`` int64 label map(s) of an image path or BGR array, or of each of a list (sizes
+    may mix); unlike mmseg's ``inference_model`` it leaves ``model.cfg`` unedited."""
     cfg = model.cfg
     pipeline = Compose(inference_pipeline(cfg.get('test_pipeline')
                                           or cfg.test_dataloader.dataset.pipeline))
-    images = list(img) if isinstance(img, (list, tuple)) else [img]
     label_maps = []
-    for image in images:
-        if isinstance(image, np.ndarray):
-            if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
-                raise ValueError(f'inference_model: img array has shape {image.shape}, '
-                                 'expected (H, W, 3) BGR or (H, W) gray')
-            packed = pipeline(dict(img=image))
-        else:
-            packed = pipeline(dict(img_path=str(image)))
+    for image in img if isinstance(img, (list, tuple)) else [img]:
+        array = isinstance(image, np.ndarray)
+        if array and (image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 3)):
+            raise ValueError(f'inference_model: img array has shape {image.shape}, expected '
+                             '(H, W, 3) BGR or (H, W) gray')
+        packed = pipeline(dict(img=image) if array else dict(img_path=str(image)))
         batch = dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']])
         with torch.no_grad():
             label_maps.append(model.test_step(batch)[0].pred_sem_seg.data[0].cpu().numpy())

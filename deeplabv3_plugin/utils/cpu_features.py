@@ -1,14 +1,10 @@
-"""What this CPU computes natively: bf16 dot products (AVX512-BF16, AMX) and int8 ones (VNNI).
-
-bf16 autocast is ~2x faster than float32 with native bf16 and several times slower where oneDNN
-emulates it; int8 saturates u8 x s8 products without VNNI. Flags come from ``/proc/cpuinfo``,
-else torch's checks; ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is *not* a test of
-native bf16 (it is true on any AVX-512 CPU).
-"""
+"""Native bf16 (AVX512-BF16, AMX; emulated bf16 is several times slower) and int8 (VNNI) on this
+CPU, from its flags: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is true on any AVX-512."""
 import functools
 import logging
 import platform
-import time
+import statistics
+import timeit
 from dataclasses import dataclass
 from typing import FrozenSet
 
@@ -16,10 +12,9 @@ import torch
 
 __all__ = ['CPUFeatures', 'cpu_features', 'bf16_slowdown', 'resolve_bf16']
 
-#: The flags reported (``/proc/cpuinfo`` names).
+#: The flags reported (``/proc/cpuinfo`` names); torch's checks where that file is missing.
 REPORTED = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
             'amx_int8')
-# torch's own checks, for systems without /proc/cpuinfo.
 _TORCH_CHECKS = {'avx2': '_is_avx2_supported', 'avx512f': '_is_avx512_supported',
                  'avx512_vnni': '_is_vnni_supported', 'avx512_bf16': '_is_avx512_bf16_supported',
                  'amx_bf16': '_is_amx_tile_supported'}
@@ -51,26 +46,20 @@ class CPUFeatures:
 
 @functools.lru_cache(maxsize=None)
 def cpu_features() -> CPUFeatures:
-    """The features of this CPU (first processor, read once); the name gets family and model
-    numbers, as virtual machines often show only a brand."""
-    fields = {}
+    """This CPU's features, read once; family and model numbers name CPUs that virtual machines
+    show only as a brand."""
     try:
         with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(':')
-                if not key.strip() and fields:  # end of the first processor
-                    break
-                fields.setdefault(key.strip(), value.strip())
+            first = cpuinfo.read().strip().split('\n\n')[0]  # the first processor
     except OSError:
-        pass
+        first = ''
+    fields = {key.strip(): value.strip()
+              for key, _, value in (line.partition(':') for line in first.splitlines())}
     name = fields.get('model name') or platform.processor() or platform.machine()
     if 'cpu family' in fields and 'model' in fields:
         name += f" (family {fields['cpu family']} model {fields['model']})"
-    if 'flags' in fields:
-        flags = set(fields['flags'].split())
-    else:
-        flags = {flag for flag, check in _TORCH_CHECKS.items()
-                 if getattr(torch.cpu, check, lambda: False)()}
+    flags = set(fields['flags'].split()) if 'flags' in fields else {
+        flag for flag, check in _TORCH_CHECKS.items() if getattr(torch.cpu, check, lambda: False)()}
     return CPUFeatures(name=name, flags=frozenset(flags) & frozenset(REPORTED),
                        torch_capability=torch.backends.cpu.get_cpu_capability())
 
@@ -79,22 +68,19 @@ def cpu_features() -> CPUFeatures:
 def bf16_slowdown(training: bool = False) -> float:
     """bf16 autocast / float32 time of a channels_last 64-channel 3x3 conv (forward, and
     backward with ``training``), measured now: median of 5, about half a second."""
-    generator = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
-    image = torch.randn(1, 64, 64, 64, generator=generator).contiguous(
+    image = torch.randn(1, 64, 64, 64, generator=torch.Generator().manual_seed(0)).contiguous(
         memory_format=torch.channels_last).requires_grad_(training)
 
-    def seconds(bf16: bool) -> float:
-        times = []
-        for _ in range(6):  # the first call creates oneDNN's kernels: not counted
-            start = time.perf_counter()
-            with torch.set_grad_enabled(training), \
-                    torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-                out = conv(image)
-            if training:
-                out.float().sum().backward()
-            times.append(time.perf_counter() - start)
-        return sorted(times[1:])[2]
+    def run(bf16: bool) -> None:
+        with torch.set_grad_enabled(training), \
+                torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            out = conv(image)
+        if training:
+            out.float().sum().backward()
+
+    def seconds(bf16: bool) -> float:  # the first call creates oneDNN's kernels: not counted
+        return statistics.median(timeit.repeat(lambda: run(bf16), number=1, repeat=6)[1:])
 
     return seconds(True) / seconds(False)
 
@@ -102,9 +88,7 @@ def bf16_slowdown(training: bool = False) -> float:
 def resolve_bf16(requested: bool, force: bool = False, device: str = 'cpu',
                  what: str = 'bf16') -> bool:
     """Whether to run bf16: requested and native here, or forced; GPUs are not second-guessed.
-
-    Without native bf16, one warning (``what`` names the request) gives the measured cost.
-    """
+    Without native bf16 one warning, naming the request ``what``, gives the measured cost."""
     if not (requested or force):
         return False
     if torch.device(device).type != 'cpu' or cpu_features().native_bf16:

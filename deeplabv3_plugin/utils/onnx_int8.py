@@ -1,10 +1,5 @@
-"""int8 post-training static quantization of the exported model, with ONNX Runtime.
-
-MinMax calibration on real images, QDQ with per-channel int8 weights and uint8 activations; only
-operators ONNX Runtime runs in int8 are quantized, the rest (``Resize``, ``ReduceMean``, the
-normalisation) stays float32. Without VNNI, x86 int8 kernels can saturate their u8 x s8 sums,
-so ``reduce_range`` (7-bit weights, ONNX Runtime's documented remedy) is the default there.
-"""
+"""int8 post-training static quantization with ONNX Runtime: QDQ, MinMax calibration, per-channel
+int8 weights, uint8 activations; ``Resize``, ``ReduceMean`` and the normalisation stay float32."""
 import contextlib
 import glob
 import os.path as osp
@@ -26,52 +21,41 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 
 def calibration_images(calib_dir: str, num: int) -> List[str]:
     """The first ``num`` images (sorted by name) under ``calib_dir``, searched recursively."""
-    if not osp.isdir(calib_dir):
-        raise UserInputError(f'--calib-dir {calib_dir!r} is not a directory; expected a folder of '
-                             'images like the ones the model will see (e.g. the training '
-                             'JPEGImages).')
-    if num < 1:
-        raise UserInputError(f'--calib-num must be >= 1, got {num}.')
     files = sorted(path for path in glob.glob(osp.join(osp.abspath(calib_dir), '**', '*'),
                                               recursive=True)
                    if path.lower().endswith(IMAGE_SUFFIXES))
-    if not files:
-        raise UserInputError(f'--calib-dir {calib_dir!r} holds no image '
-                             f'({", ".join(IMAGE_SUFFIXES)} files).')
+    if not files or num < 1:
+        raise UserInputError(f'--calib-dir {calib_dir!r} --calib-num {num}: expected a folder of '
+                             f'images ({", ".join(IMAGE_SUFFIXES)}) like the ones the model will '
+                             'see, and a number >= 1.')
     return files[:num]
 
 
-def _reader(files: List[str]):
-    from onnxruntime.quantization import CalibrationDataReader
+class _CalibrationReader:
+    """ONNX Runtime's ``CalibrationDataReader`` protocol: ``get_next`` until None."""
 
-    class ImageReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.files = iter(files)
+    def __init__(self, files: List[str]) -> None:
+        self.files = iter(files)
 
-        def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-            path = next(self.files, None)
-            if path is None:
-                return None
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
-            if image is None:
-                raise UserInputError(f'calibration image {path!r} cannot be read.')
-            return {INPUT_NAME: image.transpose(2, 0, 1)[None].astype(np.float32)}
-
-    return ImageReader()
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        path = next(self.files, None)
+        if path is None:
+            return None
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise UserInputError(f'calibration image {path!r} cannot be read.')
+        return {INPUT_NAME: image.transpose(2, 0, 1)[None].astype(np.float32)}
 
 
 def quantize_int8(fp32_file: str, out_file: str, images: List[str],
                   reduce_range: Optional[bool] = None) -> None:
-    """Write the QDQ int8 model of ``fp32_file`` calibrated on ``images``.
-
-    ``reduce_range`` None: 7-bit weights where this CPU has no VNNI.
-    """
+    """Write the QDQ int8 model of ``fp32_file`` calibrated on ``images``; ``reduce_range``
+    None: 7-bit weights where this CPU has no VNNI (x86 int8 sums can saturate there)."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if reduce_range is None:
-        reduce_range = not cpu_features().vnni
+    reduce_range = not cpu_features().vnni if reduce_range is None else reduce_range
     fp32_file, out_file = osp.abspath(fp32_file), osp.abspath(out_file)
     # ONNX Runtime's shape inference writes temporary files into the working directory.
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
@@ -80,8 +64,8 @@ def quantize_int8(fp32_file: str, out_file: str, images: List[str],
             quant_pre_process(fp32_file, prepared)
         except Exception:  # symbolic shape inference cannot follow every exported graph
             quant_pre_process(fp32_file, prepared, skip_symbolic_shape=True)
-        quantize_static(prepared, out_file, _reader(images), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=reduce_range,
+        quantize_static(prepared, out_file, _CalibrationReader(images),
+                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
 
