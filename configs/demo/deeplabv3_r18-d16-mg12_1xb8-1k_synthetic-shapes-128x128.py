@@ -6,14 +6,7 @@ _base_ = ['./deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-192x192.py']
 crop_size = (128, 128)
 data_preprocessor = dict(size=crop_size, test_cfg=dict(size=crop_size))  # also used by --tta
 model = dict(data_preprocessor=data_preprocessor)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='CheckSegSample', num_classes=6),
-    dict(type='RandomResize', scale=crop_size, ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
+train_pipeline = _base_.train_pipeline
+train_pipeline[3].scale = crop_size  # RandomResize
+train_pipeline[4].crop_size = crop_size  # RandomCrop
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
