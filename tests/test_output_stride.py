@@ -101,6 +101,7 @@ def test_allowed_output_strides():
     (0, 0, r'output_stride=0 is not allowed'),
     (-8, 0, r'output_stride=-8 is not allowed'),
     ('16', 0, r"output_stride='16' is not allowed"),
+    (16.0, 0, r'output_stride=16.0 is not allowed'),  # --cfg-options ...=16.0 parses a float
     (64, 0, r'output_stride=64 is not allowed: .*one of \(4, 8, 16, 32\)'),
     (2, 0, r'output_stride=2 is not allowed'),
     (512, 3, r'output_stride=512 is not allowed: .* to 256'),

@@ -144,6 +144,13 @@ def test_sixteen_bit_label_wrapped_by_mmseg_is_still_refused(root):
     _fails_naming(root, rf'{NAME}.png.* contains values 44 \(1 px\) outside the 6 classes')
 
 
+def test_sixteen_bit_label_wrapping_into_the_classes_is_refused(root):
+    label = np.zeros((40, 40), np.uint16)
+    label[0, 0] = 257  # mmseg's astype(uint8) turns this into 1, a valid class
+    cv2.imwrite(str(_label(root)), label)
+    _fails_naming(root, rf'{NAME}.png.* is a I;16 image with values up to 257, which mmseg')
+
+
 def test_check_seg_sample_without_a_label_passes():
     init_default_scope('mmseg')
     check = TRANSFORMS.build(dict(type='CheckSegSample', num_classes=6))

@@ -81,8 +81,13 @@ class CheckedPascalVOCDataset(BaseSegDataset):
         except (OSError, AssertionError, cv2.error) as error:  # what mmcv's decoders raise
             info = self.get_data_info(idx)
             files = f"image {info['img_path']!r}, label {info.get('seg_map_path')!r}"
+            # mmcv asserts 'failed to load image'; other assertions are pipeline settings
+            decode = not isinstance(error, AssertionError) or 'load image' in str(error)
+            fix = (f'Expected complete, readable files (JPEG or PNG); replace or regenerate them, '
+                   f'or remove the name from the split file `ann_file`={self.ann_file!r}.'
+                   if decode else 'Check the pipeline settings (e.g. reduce_zero_label) against '
+                   'the dataset.')
             raise (MissingDataError if isinstance(error, FileNotFoundError) else UserInputError)(
-                f'{type(self).__name__}: sample {idx} ({files}) cannot be loaded: '
-                f'{type(error).__name__}: {str(error).strip()}. Expected complete, readable files '
-                f'(JPEG or PNG); replace or regenerate them, or remove the name from the split '
-                f'file `ann_file`={self.ann_file!r}.') from error
+                f"{type(self).__name__}: sample {idx} ({files}) "
+                f"{'cannot be loaded' if decode else 'failed in the pipeline'}: "
+                f'{type(error).__name__}: {str(error).strip()}. {fix}') from error

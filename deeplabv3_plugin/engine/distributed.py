@@ -90,8 +90,9 @@ def prepare_cpu_distributed_cfg(cfg: Config) -> List[str]:
     elif wrapper.get('type') != 'CPUSafeDDP':
         changes.append(f"model_wrapper_cfg.type {wrapper.get('type')!r} kept as configured; it "
                        'must not pass device_ids to DDP for CPU modules')
-    for path in [path for key in list(cfg.keys()) for path in convert_sync_bn_cfg(cfg[key], key)]:
-        changes.append(f"{path}.type: SyncBN -> 'BN' (SyncBatchNorm needs GPUs)")
+    for key in list(cfg.keys()):
+        for path in convert_sync_bn_cfg(cfg[key], key):  # converts in place, returns the paths
+            changes.append(f"{path}.type: SyncBN -> 'BN' (SyncBatchNorm needs GPUs)")
     if cfg.get('sync_bn') is not None:
         changes.append(f'sync_bn={cfg.pop("sync_bn")!r} removed (SyncBatchNorm needs GPUs)')
     dist_cfg = cfg.setdefault('env_cfg', dict()).setdefault('dist_cfg', dict())

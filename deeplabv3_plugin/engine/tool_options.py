@@ -42,12 +42,14 @@ def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
     the CPU emulates bf16 (slower than float32) unless ``force_bf16``."""
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type in ('AmpOptimWrapper', 'BF16AutocastOptimWrapper'):
-        return _warn(f'--amp: the config already trains with {wrapper_type}.')
+        _warn(f'--amp: the config already trains with {wrapper_type}.')
+        return
     if wrapper_type != 'OptimWrapper':
         raise UserInputError(f"--amp: optim_wrapper.type is {wrapper_type!r}, not 'OptimWrapper'"
                              '; configure mixed precision in the config instead.')
     if get_device() != 'cpu':
-        return cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+        return
     features = cpu_features()
     if not features.native_bf16:
         cost = (f'{features.name} emulates bf16 (no AVX512-BF16/AMX): a convolution\'s training '
@@ -89,8 +91,9 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
                   'this run overwrites: pass --resume to continue that run, or another --work-dir.')
         return
     if checkpoint is None:
-        return _warn(f'--resume: no checkpoint in work dir {cfg.work_dir!r} (no '
-                     'last_checkpoint file); training starts from the beginning.')
+        _warn(f'--resume: no checkpoint in work dir {cfg.work_dir!r} (no last_checkpoint file); '
+              'training starts from the beginning.')
+        return
     if resume == 'auto':
         check_file_exists(checkpoint, 'checkpoint', f'{osp.join(cfg.work_dir, "last_checkpoint")}'
                           ' names it as the latest checkpoint; pass --resume CKPT to pick one.')

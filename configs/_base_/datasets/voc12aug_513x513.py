@@ -20,9 +20,9 @@
 # padding into 0, as the official code's padding is 0 after mean subtraction.
 # Test: the image as it is (no resize); the data preprocessor pads it to 513 x 513 and the
 # prediction is cropped back.
-# Loading goes through the plugin's checked dataset and transforms: a wrong root, a split file
+# Loading is mmseg's; the plugin's dataset and CheckSegSample stop a wrong root, a split file
 # naming absent files, an undecodable file, a label of another size than its image or a label
-# value outside 0..20 and 255 stops with an error naming the file (run
+# value outside 0..20 and 255 with an error naming the file (run
 # `tools/check_dataset.py data/VOCdevkit/VOC2012` to see every problem at once).
 dataset_type = 'CheckedPascalVOCDataset'
 data_root = 'data/VOCdevkit/VOC2012'

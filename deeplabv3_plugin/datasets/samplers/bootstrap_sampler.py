@@ -13,11 +13,12 @@ import torch
 from mmengine.dist import broadcast_object_list, get_dist_info, get_rank, is_distributed
 from mmengine.dist import sync_random_seed
 from mmengine.logging import print_log
+from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from mmseg.registry import DATA_SAMPLERS
 from .hard_image_index import dataset_class_sets, resolve_class_indices
 from .repeat_factors import expand_indices, max_epoch_length, repeat_factors
+
 
 def _shared_class_sets(dataset: Sized, cache_dir: Optional[str]) -> list:
     """Class sets scanned on rank 0 only (no N-fold decoding, no race on the cache file) and

@@ -114,8 +114,8 @@ def resolve_class_indices(hard_classes: Union[str, int, Sequence[Union[str, int]
     ``metainfo['classes']``) or by index; a single one is accepted too."""
     names = list(class_names or ())
     hard = (hard_classes, ) if isinstance(hard_classes, (str, int)) else tuple(hard_classes)
-    unknown = [c for c in hard if c not in names and not (
-        not isinstance(c, str) and 0 <= c < (len(names) or float('inf')))]
+    num = len(names) or float('inf')  # no class names: any index >= 0
+    unknown = [c for c in hard if not (c in names or (isinstance(c, int) and 0 <= c < num))]
     if unknown or not hard:
         raise ValueError(f'hard_classes={hard_classes!r}: {unknown or "none given"} not a class '
                          f'of the dataset; expected names or indices [0, {len(names)}) of its '

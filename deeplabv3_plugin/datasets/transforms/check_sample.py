@@ -1,9 +1,11 @@
 """``CheckSegSample``, after mmseg's ``LoadAnnotations``: refuses what mmseg accepts silently and
 gets wrong (a colour label, a label of another size than its image, values outside the classes)."""
+import os.path as osp
 from typing import List, Sequence, Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
+from PIL import Image
 from mmseg.registry import TRANSFORMS
 
 from ...engine.errors import UserInputError, listing
@@ -57,6 +59,14 @@ class CheckSegSample(BaseTransform):
             return results
         problems = label_problems(results['gt_seg_map'], results['ori_shape'][:2],
                                   self.num_classes, self.ignore_index)
+        path = results.get('seg_map_path')
+        if not problems and isinstance(path, str) and osp.isfile(path):
+            with Image.open(path) as label:  # mmseg cast the values to uint8: 256 became 0
+                peak = np.asarray(label).max() if label.mode.startswith(('I', 'F')) else 0
+            if peak > 255:
+                problems = [('label values', f'is a {label.mode} image with values up to {peak}, '
+                             'which mmseg\'s uint8 labels wrap (256 -> 0); expected class indices '
+                             f'0..{self.num_classes - 1} or the ignore index {self.ignore_index}')]
         if problems:
             kind, what = problems[0]
             raise UserInputError(

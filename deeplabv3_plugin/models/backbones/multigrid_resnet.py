@@ -88,11 +88,19 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
     them from block4's tensors of equal shape with ``cascade_init='block4'`` and logs the rest.
 
     Args:
+        output_stride (int): input size / size of the last feature map (4 .. 32 x 2^cascades).
+        multi_grid (Sequence[int] | None): unit rates of block4's units (and of each cascaded
+            block), multiplied by the block rate; None: all ones.
+        num_cascade_blocks (int): copies of block4 appended as block5..block7 (0..3, Table 2).
+        cascade_init (str): ``'block4'`` fills cascaded blocks from block4's checkpoint tensors,
+            ``'random'`` keeps their own initialisation.
         stem (str): ``'deep'`` (ResNetV1c) or ``'torchvision'`` (one 7x7 conv).
         contract_dilation (bool): the first unit of a dilated block uses ``rate // 2``, as
             torchvision and mmseg do; the paper does not.
         out_indices (Sequence[int] | None): returned blocks (0 = block1); None returns all.
         with_cp (bool): mmseg's per-unit checkpointing; BN statistics then update twice a step.
+        Others: as mmseg's ``ResNet`` (``depth``, ``norm_cfg``, ``norm_eval``, ``frozen_stages``,
+            ``init_cfg``, ...).
     """
 
     def __init__(self,

@@ -62,7 +62,17 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
     ``atrous_rates`` are stated at ``rates_output_stride`` and follow the output stride: OS 16
     -> 8 doubles them, no weight changes (Table 6). ``downsample_label=True`` is the appendix's
     ablation (labels shrunk to the logits: 76.01 vs 77.21 mIoU), ``norm_eval=True`` its
-    frozen-BN row. ``project_dropout`` is element-wise dropout after the ASPP projection.
+    frozen-BN row.
+
+    Args:
+        atrous_rates (Sequence[int]): ASPP's 3x3 rates at ``rates_output_stride`` (paper: 6, 12, 18
+            at OS 16); ``output_stride`` is the OS the head starts at.
+        image_pooling (bool): the image-level features branch (Sec. 3.3, Table 5).
+        project_dropout (float): element-wise dropout after the ASPP projection (official 0.1).
+        num_extra_convs (int): 3x3 convs before the classifier (torchvision's head: 1).
+        downsample_label (bool): shrink the labels to the logits instead of upsampling the
+            logits (appendix ablation).
+        Others: as mmseg's ``BaseDecodeHead``.
     """
 
     def __init__(self,
@@ -79,8 +89,8 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
                  norm_cfg: Optional[Dict] = dict(type='BN', requires_grad=True),
                  **kwargs) -> None:
         norm_type = norm_cfg and norm_cfg.get('type')
-        if image_pooling and (norm_type in ('IN', 'IN2d') or norm_type == 'GN'
-                              and norm_cfg.get('num_groups') == channels):
+        per_channel_gn = norm_type == 'GN' and norm_cfg.get('num_groups') == channels
+        if image_pooling and (norm_type in ('IN', 'IN2d') or per_channel_gn):
             raise ValueError(
                 f'norm_cfg={norm_cfg!r} normalises each image over its positions, and the '
                 'image-pooling map has one (1x1): it would output a constant. Use BN/SyncBN, '

@@ -48,7 +48,7 @@ def check_output_stride(output_stride: int,
                         num_cascade_blocks: int = 0,
                         name: str = 'output_stride') -> int:
     allowed = allowed_output_strides(num_cascade_blocks)
-    if output_stride not in allowed:
+    if isinstance(output_stride, float) or output_stride not in allowed:
         raise ValueError(f'{name}={output_stride!r} is not allowed: expected a power of two from '
                          f'the stem\'s {STEM_STRIDE} to {allowed[-1]} (no atrous convolution, '
                          f'num_cascade_blocks={num_cascade_blocks}): one of {allowed}.')
