@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmcv.transforms import Compose, LoadAnnotations, LoadImageFromFile
+from mmcv.transforms import Compose, LoadAnnotations, LoadImageFromFile, TestTimeAug
 from mmengine import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
@@ -15,8 +15,7 @@ from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
 from ..datasets.transforms import CheckSegSample
-from ..engine.checkpoint_checks import (CheckpointMismatchError, checkpoint_state_dict,
-                                        compare_state_dicts)
+from ..engine.checkpoint_checks import checkpoint_state_dict, check_state_dict_fits
 from ..engine.config_checks import check_cfg_options, check_file_exists, load_config
 from ..engine.errors import UserInputError
 from ..utils.cpu_features import resolve_bf16
@@ -50,15 +49,9 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
                               'tools/train.py or tools/convert_torchvision.py.')
         import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
         loaded = _load_checkpoint(checkpoint, map_location='cpu')
-        state = checkpoint_state_dict(loaded)  # mmengine's revise_keys: no DDP 'module.'
-        mismatch = compare_state_dicts(*[
-            {k: v for k, v in entries.items() if not k.startswith('auxiliary_head.')}
-            for entries in (model.state_dict(), state)])
-        if mismatch:
-            raise CheckpointMismatchError(
-                f'checkpoint {checkpoint!r} does not fit the {type(model).__name__} model of '
-                f'the config: {mismatch.describe()} Use the config it was trained with.')
-        model.load_state_dict(state, strict=False)
+        # the auxiliary head only adds a training loss; inference may lack it
+        check_state_dict_fits(model, loaded, repr(checkpoint), optional=('auxiliary_head.', ))
+        model.load_state_dict(checkpoint_state_dict(loaded), strict=False)
         meta = loaded.get('meta') or {}
     if output_stride is not None:
         if not hasattr(model, 'test_output_stride'):
@@ -102,7 +95,7 @@ def inference_pipeline(steps: List[dict]) -> List[dict]:
             continue
         if is_step(step, LoadImageFromFile):
             step['type'] = 'InferencerLoader'
-        elif str(step.get('type')).split('.')[-1] == 'TestTimeAug':
+        elif is_step(step, TestTimeAug):
             groups = [[t for t in group if not is_step(t, LABEL_TRANSFORMS)]
                       for group in step['transforms']]
             step['transforms'] = [group for group in groups if group]

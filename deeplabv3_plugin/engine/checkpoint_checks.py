@@ -63,12 +63,15 @@ def checkpoint_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def check_state_dict_fits(model: torch.nn.Module, checkpoint: Mapping[str, Any],
-                          source: str = 'the checkpoint') -> None:
+                          source: str = 'the checkpoint', optional: Tuple[str, ...] = ()) -> None:
     """Raise :class:`CheckpointMismatchError` unless ``checkpoint`` loads fully into ``model``
-    (DDP and TTA wrappers looked through, as mmengine's loader does)."""
+    (DDP and TTA wrappers looked through, as mmengine's loader does); keys starting with an
+    ``optional`` prefix are not compared."""
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
-    mismatch = compare_state_dicts(model.state_dict(), checkpoint_state_dict(checkpoint))
+    mismatch = compare_state_dicts(*[{k: v for k, v in state.items() if not k.startswith(optional)}
+                                     for state in (model.state_dict(),
+                                                   checkpoint_state_dict(checkpoint))])
     if mismatch:
         raise CheckpointMismatchError(
             f'Checkpoint {source} does not fit the {type(model).__name__} model built from the '
