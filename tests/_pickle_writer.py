@@ -36,7 +36,9 @@ class Ops:
         return self.raw(b'X' + struct.pack('<I', len(data)) + data)
 
     def bytes_(self, value: bytes) -> 'Ops':
-        return self.raw(b'B' + struct.pack('<I', len(value)) + value)
+        """As protocol 2 writes bytes: ``_codecs.encode(value.decode('latin1'), 'latin1')``."""
+        return self.glob('_codecs', 'encode').mark().text(value.decode('latin1')) \
+            .text('latin1').tuple_().reduce()
 
     def int_(self, value: int) -> 'Ops':
         return self.raw(b'J' + struct.pack('<i', value)) if -2**31 <= value < 2**31 else \

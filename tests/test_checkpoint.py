@@ -185,7 +185,10 @@ for path in sys.argv[1:]:
         print('RESULT', type(err).__name__)
 after = (dict(HistoryBuffer._statistics_methods), list(torch.serialization.get_safe_globals()),
          dict(vars(HistoryBuffer)))
-assert before == after, (before, after)
+# torch's first weights-only load registers its own DTensor entries: compare what is ours
+assert before[0] == after[0] and before[2] == after[2], (before, after)
+assert set(before[1]) <= set(after[1]), (before[1], after[1])
+assert not [g for g in after[1] if 'deeplabv3_plugin' in repr(g)], after[1]
 assert Fraction in torch.serialization.get_safe_globals()
 print('RESULT unchanged')
 '''

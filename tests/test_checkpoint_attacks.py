@@ -44,9 +44,9 @@ def _history_buffer(state):
     return lambda ops: ops.glob(*HB).empty_tuple().newobj().arg(state).build()
 
 
-def _amplified(copies=400, size=20000):
-    """One memoized 20 kB string turned into 400 arrays: 8 MB from a 20 kB file."""
-    ops = Ops().bytes_(b'\0' * size).put(1).pop().empty_list().mark()
+def _amplified(copies=2000, size=20000):
+    """One memoized 20 kB string turned into 2000 arrays: 40 MB from a 20 kB file."""
+    ops = Ops().empty_list().mark().bytes_(b'\0' * size).put(1)
     for _ in range(copies):
         ops.arg(_array((size, ), _dtype('u1', (3, '|', None, None, None, -1, -1, 0)),
                        lambda o: o.get(1)))
@@ -159,9 +159,9 @@ def test_refusals_name_what_was_refused(attack_files):
         ('persistent_huge_storage', 'zip', 'bare'), ('build_on_function', 'raw', 'bare')]
     results = _run_children([files[k] for k in keys])
     expected = ["the global 'os.system'"] * 3 + [
-        "numpy dtype 'O'", "getattr(HistoryBuffer class, '__init__')",
-        'more memory than a file of its size can hold',
-        'BUILD on function']
+        "numpy dtype 'O'", "getattr(mmengine.logging.history_buffer.HistoryBuffer (a global), "
+        "'__init__')", 'more memory than a file of its size can hold',
+        'BUILD on collections.OrderedDict (a global)']
     for key, words in zip(keys, expected):
         assert words in results[files[key]]['message'], (key, results[files[key]])
 
@@ -185,18 +185,3 @@ def test_tools_test_refuses_crafted_checkpoints(attack_files, data_env, tmp_path
     assert 'Refused to load checkpoint' in proc.stderr and path in proc.stderr
     assert 'Traceback' not in proc.stderr
     assert not osp.exists(marker)
-
-
-def test_mutation_fuzz_of_a_real_checkpoint(tmp_path):
-    """tools/fuzz_checkpoint_loader.py: mutants of a real Runner checkpoint load or are refused."""
-    out = tmp_path / 'summary.json'
-    proc = subprocess.run(
-        [sys.executable, FUZZ, '--cases', '300', '--seed', '1', '--work-dir', str(tmp_path / 'mutants'), '--out',
-         str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with open(out) as f:
-        summary = json.load(f)
-    assert summary['cases'] == 300 and not summary['failures'] and not summary['marker_written']
-    counts = summary['counts']
-    assert set(counts) <= {'loaded', 'CheckpointError', 'UnsafeCheckpointError'}, counts
-    assert counts.get('UnsafeCheckpointError') and counts.get('CheckpointError'), counts

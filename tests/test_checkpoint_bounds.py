@@ -1,0 +1,204 @@
+"""The scan's bounds (deeplabv3_plugin/utils/pickle_scan.py): crashes, hangs, memory, differences.
+
+Each payload is a small file that crashed, hung, exhausted or fooled a loader before; each is
+written as a zip, legacy and raw-pickle file and loaded in child processes (a crash must fail the
+test, not kill the run) through ``CheckpointLoader``, with its time and its peak RSS above the
+child's baseline measured there (``tools/fuzz_checkpoint_loader.py --child``).
+"""
+import os.path as osp
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from _pickle_writer import FORMS, Ops, write_checkpoint
+from test_checkpoint_attacks import FUZZ, _run_children
+from tools_testutils import eval_cmd, make_voc_dataset, run, tool_env
+
+MIB = 2**20
+
+
+def _nested_tuple_key(depth=100000):
+    """A dict whose key is a tuple nested 100,000 deep: hashing it overflows the C stack."""
+    return Ops().empty_dict().none().raw(b'\x85' * depth).none().setitem()
+
+
+def _nested_in_set(depth=100000):
+    return Ops().glob('builtins', 'set').empty_list().none().raw(b'\x85' * depth).append() \
+        .tuple1().reduce()
+
+
+def _dag(levels=60):
+    """t0 = (None, None); t(i+1) = (t(i), t(i)): a few hundred bytes that expand to 2**60."""
+    ops = Ops().none().none().tuple2().put(0)
+    for i in range(levels):
+        ops.get(i).tuple2().put(i + 1)  # the top is t(i): (t(i), t(i))
+    return ops
+
+
+def _dag_key(levels=12):
+    """The same DAG, small enough to pass the expansion bound, as a dict key."""
+    return Ops().empty_dict().arg(lambda o: o.raw(bytes(_dag(levels))[2:-1])).none().setitem()
+
+
+def _list_dag(levels=60):
+    """The DAG out of lists, filled after they were used (a size counted at use is stale)."""
+    ops = Ops().empty_list().mark()
+    for i in range(levels + 1):
+        ops.empty_list().put(i)
+    ops.raw(b'e')  # APPENDS: every list is now inside the first one
+    for i in range(levels):
+        ops.get(i + 1).get(i).append().get(i).append()
+    return ops
+
+
+def _flood(opcode: bytes, count=8 * MIB):
+    """8 MiB of one-byte containers inside one list."""
+    return Ops().empty_list().mark().raw(opcode * count).raw(b'e')
+
+
+def _big_key_reused(items=40000, uses=400):
+    """One 40,000-item tuple key, set 400 times: each SETITEM hashes it again."""
+    ops = Ops().empty_dict().mark().mark()
+    for i in range(items):
+        ops.int_(i)
+    ops.tuple_().put(1).none()
+    for _ in range(uses - 1):
+        ops.get(1).none()
+    return ops.setitems()
+
+
+def _short_string():
+    """A string whose declared length runs past the pickle: short reads must not resync."""
+    return Ops().raw(b'X' + struct.pack('<I', 1 << 20) + b'abc')
+
+
+def _counter_record():
+    """A numpy scalar as a Counter's value: an internal stand-in must not escape."""
+    dtype = (lambda o: o.glob('numpy', 'dtype').mark().text('f8').bool_(False).bool_(True)
+             .tuple_().reduce().mark().int_(3).text('<').none().none().none().int_(-1)
+             .int_(-1).int_(0).tuple_().build())
+    scalar = (lambda o: o.glob('numpy._core.multiarray', 'scalar').mark().arg(dtype)
+              .glob('_codecs', 'encode').mark().text('\0' * 8).text('latin1').tuple_().reduce()
+              .tuple_().reduce())
+    return Ops().glob('collections', 'Counter').mark().empty_dict().mark().text('a').arg(scalar)\
+        .raw(b'u').tuple_().reduce()
+
+
+def _growing_storage():
+    """A tensor of 10**8 floats over a storage of 1 (legacy storages grow to fit the view)."""
+    storage = lambda o: o.arg(('storage', lambda p: p.glob('torch', 'FloatStorage'), '0', 'cpu',
+                               1, None)).binpersid()
+    hooks = lambda o: o.glob('collections', 'OrderedDict').empty_tuple().reduce()
+    return Ops().call('torch._utils', '_rebuild_tensor_v2', storage, 0, (10**8, ), (1, ), False,
+                      hooks)
+
+
+PAYLOADS = {
+    'nested_tuple_key': (_nested_tuple_key(), 'nesting deeper than 64 levels'),
+    'nested_tuple_in_set': (_nested_in_set(), 'nesting deeper than 64 levels'),
+    'dict_opcode': (Ops().mark().none().raw(b'\x85' * 50).none().raw(b'd'), 'opcode DICT'),
+    'frozenset_opcode': (Ops().mark().none().raw(b'\x85' * 50).raw(b'\x91'),
+                         'opcode FROZENSET'),
+    'tuple_dag': (_dag(), 'expands to far more items'),
+    'tuple_dag_key': (_dag_key(), 'dict keys other than scalars'),
+    'list_dag_filled_late': (_list_dag(), 'after it was used'),
+    'empty_set_flood': (_flood(b'\x8f'), 'opcode EMPTY_SET'),
+    'empty_list_flood': (_flood(b']'), 'more memory than a file of its size can hold'),
+    'mark_flood': (Ops().raw(b'(' * 8 * MIB), 'more memory than a file of its size can hold'),
+    'memo_flood': (Ops().none().raw(b''.join(b'r' + struct.pack('<I', i)
+                                             for i in range(1 << 20))),
+                   'more memory than a file of its size can hold'),
+    'big_tuple_key_reused': (_big_key_reused(), 'dict keys other than scalars'),
+    'short_string': (_short_string(), 'a malformed pickle'),
+    'counter_stand_in': (_counter_record(), 'a Counter of other than integers'),
+    'growing_storage': (_growing_storage(), ('a tensor outside its storage',
+                                              'persistent id other than a tensor storage')),
+}
+
+
+def _words(name):
+    words = PAYLOADS[name][1]
+    return words if isinstance(words, tuple) else (words, )
+
+
+@pytest.fixture(scope='module')
+def payload_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp('bounds')
+    return {(name, form): write_checkpoint(str(root / f'{name}.{form}.pth'), bytes(ops), form)
+            for name, (ops, _) in PAYLOADS.items() for form in FORMS}
+
+
+def test_every_payload_is_refused_quickly_and_within_memory(payload_files):
+    results, wrong = _run_children(list(payload_files.values())), {}
+    for (name, form), path in payload_files.items():
+        result, words = results[path], _words(name)
+        if form == 'raw' and name == 'counter_stand_in':
+            words = ('not a PyTorch checkpoint', )  # refused before the Counter is built
+        size_mib = result['size'] / MIB
+        if not (result['outcome'] == 'UnsafeCheckpointError'
+                and any(w in result['message'] for w in words)
+                and result['rss_mib'] < 4 * size_mib + 64
+                and result['seconds'] < 5 + 2 * size_mib):  # linear, not worse
+            wrong[(name, form)] = {k: result[k] for k in ('outcome', 'seconds', 'rss_mib')}
+            wrong[(name, form)]['message'] = result['message'][result['message'].find('asks'):][:200]
+    assert not wrong, wrong
+
+
+def test_real_checkpoints_load_within_memory(tmp_path):
+    """Peak RSS of a load stays under 4 x size + 64 MiB above the baseline, for real files."""
+    model = torch.nn.Sequential(*[torch.nn.Conv2d(64, 64, 3) for _ in range(20)])
+    meta = dict(arrays=[np.arange(1000, dtype=np.float64)] * 50, note='x' * 10000)
+    files = []
+    for form in ('zip', 'legacy'):
+        path = str(tmp_path / f'model.{form}.pth')
+        torch.save(dict(state_dict=model.state_dict(), meta=meta), path,
+                   _use_new_zipfile_serialization=form == 'zip')
+        files.append(path)
+    results = _run_children(files)
+    for path in files:
+        result = results[path]
+        assert result['outcome'] == 'loaded' and result['same'] is True, result
+        assert 2 * MIB < result['size'] < 10 * MIB
+        assert result['rss_mib'] < 4 * result['size'] / MIB + 64, result
+
+
+@pytest.fixture(scope='module')
+def data_env(tmp_path_factory):
+    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
+
+
+@pytest.mark.parametrize('name,form', [('nested_tuple_key', 'zip'), ('tuple_dag', 'legacy'),
+                                       ('empty_list_flood', 'zip'), ('growing_storage', 'legacy')])
+def test_tools_refuse_them(payload_files, data_env, tmp_path, name, form):
+    """``tools/test.py CONFIG CKPT`` and ``tools/train.py --resume CKPT``: one paragraph, exit 2."""
+    path = payload_files[(name, form)]
+    test_cmd = eval_cmd(path, str(tmp_path / 'test'))
+    config = test_cmd[test_cmd.index(path) - 1]
+    train_cmd = [sys.executable, 'tools/train.py', config, '--work-dir', str(tmp_path / 'train'),
+                 '--resume', path]
+    for cmd in (test_cmd, train_cmd):
+        proc = run(cmd, data_env)
+        assert proc.returncode == 2, (cmd, proc.returncode, proc.stderr[-3000:])
+        assert 'Refused to load checkpoint' in proc.stderr and path in proc.stderr
+        assert any(w in proc.stderr for w in _words(name)) and 'Traceback' not in proc.stderr
+
+
+def test_opcode_fuzz_and_differential(tmp_path):
+    """Random pickles over all opcodes and mutants of a real checkpoint: each loads or is refused
+    cleanly, and what loads is bitwise what torch's own unpickler reads."""
+    out = tmp_path / 'summary.json'
+    proc = subprocess.run([sys.executable, FUZZ, '--cases', '300', '--seed', '3', '--work-dir',
+                           str(tmp_path / 'cases'), '--out', str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+    summary = json.loads(out.read_text())
+    assert not summary['failures'] and not summary['marker_written'], summary
+    counts = summary['counts']
+    assert counts.get('opcodes/UnsafeCheckpointError') and counts.get('mutate/loaded'), counts
+    assert summary['differential'].get('bitwise equal') and \
+        set(summary['differential']) == {'bitwise equal'}, summary
+    assert osp.exists(str(tmp_path / 'cases'))
