@@ -1,9 +1,15 @@
-"""safetensors checkpoints: the loader and the writer.
+"""safetensors checkpoints: the loader, the writer and tools/publish_model.py.
 
 Round trips are bitwise; malformed files are loaded in a child process, so a crash fails the test
-instead of killing the run.
+instead of killing the run; the tools run as subprocesses on a checkpoint of a real (tiny)
+training run.
 """
+import glob
+import hashlib
 import json
+import os.path as osp
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -11,14 +17,19 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.hub import HASH_REGEX, download_url_to_file
 
+import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
 from deeplabv3_plugin.engine import UserInputError
-from deeplabv3_plugin.utils.checkpoint import CheckpointError
+from deeplabv3_plugin.utils.checkpoint import CheckpointError, load_local_checkpoint
 from deeplabv3_plugin.utils.safetensors_checkpoint import (check_resumable,
                                                            load_safetensors_checkpoint,
                                                            safetensors_bytes,
                                                            save_safetensors_checkpoint)
-from tools_testutils import REPO_ROOT
+from tools_testutils import (PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd, load_tool,
+                             make_voc_dataset, run, tool_env, train_cmd)
+
+PUBLISH_TOOL = osp.join(REPO_ROOT, 'tools', 'publish_model.py')
 
 
 def _bits(tensor: torch.Tensor) -> bytes:
@@ -184,3 +195,127 @@ def test_malformed_files_raise_checkpoint_error_in_a_child_process(tmp_path):
     assert child.returncode == 0, f'the loader crashed ({child.returncode}): {child.stderr[-2000:]}'
     outcomes = json.loads(child.stdout.strip().splitlines()[-1])
     assert outcomes == {name: 'CheckpointError' for name in paths}
+
+
+# --- tools, on a real checkpoint ---------------------------------------------------------------
+@pytest.fixture(scope='module')
+def data_env(tmp_path_factory):
+    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
+
+
+@pytest.fixture(scope='module')
+def published(tmp_path_factory, data_env):
+    """``(training checkpoint, published .safetensors, tool output)`` of a 4-iteration run."""
+    work_dir = str(tmp_path_factory.mktemp('train'))
+    check_ok(run(train_cmd(work_dir), data_env))
+    checkpoint = osp.join(work_dir, 'iter_4.pth')
+    out = str(tmp_path_factory.mktemp('published') / 'tiny_voc')
+    proc = check_ok(run([PYTHON, PUBLISH_TOOL, checkpoint, out], data_env))
+    weights = glob.glob(out + '-*.safetensors')
+    assert len(weights) == 1, weights
+    return checkpoint, weights[0], proc.stdout + proc.stderr
+
+
+def test_publish_strips_training_state_and_names_the_file_by_its_hash(published):
+    checkpoint, weights, output = published
+    with open(weights, 'rb') as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
+    stem = weights[:-len('.safetensors')]
+    assert stem.endswith(f'tiny_voc-{sha256[:8]}')
+    assert 'dropped: message_hub, optimizer, param_schedulers' in output
+    source = load_local_checkpoint(checkpoint)
+    loaded = load_safetensors_checkpoint(weights)
+    _assert_bitwise_equal(loaded['state_dict'], source['state_dict'])
+    meta = loaded['meta']
+    assert meta['iter'] == 4 and meta['source_checkpoint'] == 'iter_4.pth'
+    assert meta['dataset_meta']['classes'] == list(source['meta']['dataset_meta']['classes'])
+    assert {'mmseg_version', 'deeplabv3_plugin_version', 'torch_version'} <= set(meta)
+    assert 'cfg' not in meta and 'config' not in meta  # no config text is published
+    with open(stem + '.json') as f:
+        sidecar = json.load(f)
+    assert sidecar == dict(file=osp.basename(weights), sha256=sha256, bytes=osp.getsize(weights),
+                           num_tensors=len(source['state_dict']), meta=meta)
+
+
+def test_torch_hub_checks_a_download_against_the_name(published, tmp_path):
+    _, weights, _ = published
+    prefix = HASH_REGEX.search(osp.basename(weights)).group(1)  # what load_state_dict_from_url does
+    assert len(prefix) == 8
+    download_url_to_file('file://' + weights, str(tmp_path / 'ok'), hash_prefix=prefix,
+                         progress=False)
+    tampered = str(tmp_path / osp.basename(weights))
+    shutil.copyfile(weights, tampered)
+    with open(tampered, 'r+b') as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(RuntimeError, match='invalid hash value'):
+        download_url_to_file('file://' + tampered, str(tmp_path / 'bad'), hash_prefix=prefix,
+                             progress=False)
+
+
+def test_publish_refuses_a_name_torch_hub_would_misread_and_a_missing_file(published, tmp_path):
+    checkpoint, _, _ = published
+    tool = load_tool('publish_model')
+    with pytest.raises(UserInputError, match=r"torch.hub .* would read '-1\.'"):
+        tool.main([checkpoint, str(tmp_path / 'deeplabv3-1.0')])
+    with pytest.raises(UserInputError, match="checkpoint '.*missing.pth' does not exist"):
+        tool.main([str(tmp_path / 'missing.pth'), str(tmp_path / 'x')])
+    assert not glob.glob(str(tmp_path / '*.safetensors'))
+
+
+def test_train_resume_from_safetensors_is_refused(published, data_env, tmp_path):
+    _, weights, _ = published
+    proc = run(train_cmd(str(tmp_path / 'work'), '--resume', weights), data_env)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert f'Cannot resume from {weights!r}' in proc.stderr
+
+
+def _dispatches_safetensors(path: str) -> bool:
+    """Whether load_local_checkpoint (mmengine's '' scheme) already hands *.safetensors here."""
+    try:
+        return 'state_dict' in load_local_checkpoint(path)
+    except CheckpointError:
+        return False
+
+
+def test_test_py_evaluates_a_published_safetensors_model(published, data_env, tmp_path):
+    """Same mIoU from the published file as from the training checkpoint (issue #20)."""
+    checkpoint, weights, _ = published
+    if not _dispatches_safetensors(weights):
+        pytest.skip('load_local_checkpoint does not dispatch *.safetensors yet (issue #20)')
+    scores = []
+    for path, name in ((checkpoint, 'pth'), (weights, 'safetensors')):
+        proc = check_ok(run(eval_cmd(path, str(tmp_path / name)), data_env))
+        scores.append(re.findall(r'mIoU: ([0-9.]+)', proc.stdout + proc.stderr)[-1])
+    assert scores[0] == scores[1]
+
+
+def test_inference_api_inferencer_and_pretrained_init_load_safetensors(published, data_env):
+    """init_model, DeepLabV3Inferencer and init_cfg's Pretrained take the published file."""
+    checkpoint, weights, _ = published
+    if not _dispatches_safetensors(weights):
+        pytest.skip('load_local_checkpoint does not dispatch *.safetensors yet (issue #20)')
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from deeplabv3_plugin.apis import DeepLabV3Inferencer, inference_model, init_model
+    image = sorted(glob.glob(osp.join(data_env['DEEPLABV3_TOOLS_DATA'], 'JPEGImages', '*')))[0]
+    reference = init_model(TINY_CONFIG, checkpoint)
+    model = init_model(TINY_CONFIG, weights)
+    assert model.dataset_meta['classes'] == list(reference.dataset_meta['classes'])
+    expected = inference_model(reference, image)
+    assert (inference_model(model, image) == expected).all()
+    predicted = DeepLabV3Inferencer(TINY_CONFIG, weights=weights, device='cpu')(image)
+    assert (predicted['predictions'] == expected).all()
+
+    cfg = Config.fromfile(TINY_CONFIG)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=weights, prefix='backbone.')
+    init_default_scope('mmseg')
+    segmentor = MODELS.build(cfg.model)
+    segmentor.init_weights()
+    source = load_local_checkpoint(checkpoint)['state_dict']
+    for key, value in segmentor.backbone.state_dict().items():
+        assert torch.equal(value, source[f'backbone.{key}']), key
