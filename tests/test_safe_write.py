@@ -16,6 +16,7 @@ def tree(tmp_path):
     (root / 'real' / 'plain.txt').write_text('a file')
     os.symlink(outside / 'victim.txt', root / 'real' / 'split.txt')
     os.symlink(outside, root / 'linked')
+    os.symlink(outside / 'not_yet', root / 'dangling')  # makedirs(exist_ok) would create it
     return root, outside
 
 
@@ -39,6 +40,7 @@ def test_another_name_of_a_hard_linked_file_is_kept(tree):
 
 @pytest.mark.parametrize('relpath, reason', [
     ('linked/x.png', 'is a symbolic link'),
+    ('dangling/x.png', 'is a symbolic link'),
     ('real/plain.txt/x.png', 'is not a directory'),
     ('../outside/x.png', "without '..'"),
     ('real/../../outside/x.png', "without '..'"),
