@@ -16,6 +16,7 @@ Such a file holds no optimizer, scheduler or message-hub state, so a run cannot 
 (:func:`check_resumable`). ``tools/publish_model.py`` writes these files.
 """
 import json
+import math
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -63,7 +64,7 @@ def _check_json_data(value: Any, where: str) -> Any:
     if value is None or type(value) in (str, bool, int):
         return value
     if type(value) is float:
-        if value != value or value in (float('inf'), float('-inf')):
+        if not math.isfinite(value):
             raise UserInputError(f'{where} is {value}, which strict JSON cannot hold.')
         return value
     if type(value) in (list, tuple):
