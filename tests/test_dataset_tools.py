@@ -260,3 +260,67 @@ def test_check_label_file_reports_each_kind(tmp_path):
     with open(label, 'wb') as f:
         f.write(b'not a png')
     assert [k for k, _ in check_label_file(img, label, 21)] == ['unreadable']
+
+
+# ----------------------------------------------------------------------------- links in a dataset
+def _victim(tmp_path, name: str) -> str:
+    """A file outside the dataset that a link shipped inside it points at."""
+    path = tmp_path / 'outside' / name
+    os.makedirs(path.parent, exist_ok=True)
+    path.write_bytes(b'not yours to overwrite')
+    return str(path)
+
+
+def _untouched(path: str) -> bool:
+    with open(path, 'rb') as f:
+        return f.read() == b'not yours to overwrite'
+
+
+def test_prepare_voc_aug_replaces_linked_files_without_writing_their_targets(voc_sbd, tmp_path):
+    voc, sbd = voc_sbd
+    split_link = osp.join(voc, 'ImageSets', 'Segmentation', 'trainaug.txt')
+    split_victim = _victim(tmp_path, 'bashrc')
+    os.symlink(split_victim, split_link)
+    os.makedirs(osp.join(voc, 'SegmentationClassAug'))
+    label_link = osp.join(voc, 'SegmentationClassAug', 'f.png')
+    label_victim = _victim(tmp_path, 'victim.png')
+    os.symlink(label_victim, label_link)
+    done = _run('prepare_voc_aug', voc, sbd)
+    assert done.returncode == 0, done.stderr
+    assert _untouched(split_victim) and _untouched(label_victim)
+    assert not osp.islink(split_link) and not osp.islink(label_link)
+    assert open(split_link).read().split() == ['a', 'b', 'c', 'f', 'g', 'h']
+    assert Image.open(label_link).size == (W, H)
+
+
+def test_prepare_voc_aug_refuses_a_linked_directory(voc_sbd, tmp_path):
+    voc, sbd = voc_sbd
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    os.symlink(elsewhere, osp.join(voc, 'SegmentationClassAug'))
+    done = _run('prepare_voc_aug', voc, sbd)
+    assert done.returncode == 1
+    assert f"{osp.join(voc, 'SegmentationClassAug')!r} is a symbolic link" in done.stderr
+    assert 'Traceback' not in done.stderr
+    assert os.listdir(elsewhere) == []
+
+
+def test_prepare_cityscapes_never_writes_through_links(cityscapes, tmp_path):
+    gt_train = osp.join(cityscapes, 'gtFine', 'train', 'aachen')
+    label_link = osp.join(gt_train, 'aachen_000000_000019_gtFine_labelTrainIds.png')
+    label_victim = _victim(tmp_path, 'victim.png')
+    os.symlink(label_victim, label_link)
+    # a city directory that is a link to another tree holding *_labelIds.png files
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    Image.fromarray(np.full((H, W), 7, np.uint8)).save(
+        elsewhere / 'bonn_000000_000019_gtFine_labelIds.png')
+    linked_city = osp.join(cityscapes, 'gtFine', 'val', 'bonn')
+    os.symlink(elsewhere, linked_city)
+    done = _run('prepare_cityscapes', cityscapes)
+    assert done.returncode == 1
+    assert 'wrote 3 *_labelTrainIds.png' in done.stdout  # the real files, the link replaced
+    assert f'{linked_city!r} is a symbolic link' in done.stderr
+    assert _untouched(label_victim) and not osp.islink(label_link)
+    assert np.array(Image.open(label_link))[0].tolist() == [0, 1, 13, 18, 255, 255, 11] * 2
+    assert os.listdir(elsewhere) == ['bonn_000000_000019_gtFine_labelIds.png']

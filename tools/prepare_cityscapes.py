@@ -6,9 +6,13 @@
 DeepLabV3 is scored on Cityscapes' 19 classes (App. C): this maps the 34 raw label ids to them
 (255 elsewhere) with the table below, so no cityscapesscripts is needed (mmseg's
 ``tools/dataset_converters/cityscapes.py`` needs it to draw the polygons). Exit status 1 if a
-label tree is missing or some file could not be converted (each named).
+label tree is missing or some file could not be converted (each named). Each file is written
+atomically and never through a symbolic link inside the Cityscapes root
+(:func:`deeplabv3_plugin.datasets.open_within`): a link in a file's place is replaced, a linked
+directory refused.
 """
 import argparse
+import functools
 import glob
 import os.path as osp
 import sys
@@ -18,6 +22,8 @@ import numpy as np
 from mmengine.utils import track_progress
 from PIL import Image
 
+from deeplabv3_plugin.datasets import UnsafeWriteError, open_within
+
 #: Cityscapes label id -> train id of the 19 evaluated classes; every other id -> 255.
 CITYSCAPES_ID_TO_TRAIN_ID = {label_id: train_id for train_id, label_id in enumerate(
     (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33))}
@@ -26,8 +32,9 @@ TRAIN_ID_LUT = np.full(256, 255, dtype=np.uint8)
 TRAIN_ID_LUT[list(CITYSCAPES_ID_TO_TRAIN_ID)] = list(CITYSCAPES_ID_TO_TRAIN_ID.values())
 
 
-def convert_label(path: str) -> Optional[str]:
-    """Write the ``*_labelTrainIds.png`` of one ``*_labelIds.png``; the problem if it cannot."""
+def convert_label(path: str, root: str) -> Optional[str]:
+    """Write the ``*_labelTrainIds.png`` of one ``*_labelIds.png`` below ``root``; the problem
+    if it cannot."""
     try:
         with Image.open(path) as image:
             ids = np.array(image)
@@ -41,7 +48,11 @@ def convert_label(path: str) -> Optional[str]:
         return (f'{path}: holds values {bad[:8].tolist()}, expected raw Cityscapes label ids '
                 f'0..{NUM_LABEL_IDS - 1} (is it already a *_labelTrainIds.png?).')
     train_ids_path = path[:-len('_labelIds.png')] + '_labelTrainIds.png'
-    Image.fromarray(TRAIN_ID_LUT[ids]).save(train_ids_path, format='PNG')
+    try:
+        with open_within(root, osp.relpath(train_ids_path, root)) as f:
+            Image.fromarray(TRAIN_ID_LUT[ids]).save(f, format='PNG')
+    except UnsafeWriteError as error:
+        return str(error)
     return None
 
 
@@ -72,7 +83,8 @@ def main(argv=None) -> int:
             sys.stderr.write(f'prepare_cityscapes: error: {error}\n')
             return 1
         sys.stderr.write(f'converting {gt_dir} label ids to train ids: {len(files)} file(s)\n')
-        results = track_progress(convert_label, files, file=sys.stderr)
+        results = track_progress(functools.partial(convert_label, root=args.cityscapes_root),
+                                 files, file=sys.stderr)
         problems += [r for r in results if r is not None]
         converted += results.count(None)
     print(f'wrote {converted} *_labelTrainIds.png file(s)')

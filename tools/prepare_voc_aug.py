@@ -7,18 +7,21 @@ converts SBD's ``dataset/cls/*.mat`` class maps to ``VOC2012/SegmentationClassAu
 VOC's own (finer) train labels over theirs, and writes ``ImageSets/Segmentation/trainaug.txt``
 and ``aug.txt``, as mmseg's ``tools/dataset_converters/voc_aug.py`` does. Then check the tree
 with ``python tools/check_dataset.py data/VOCdevkit/VOC2012``. Exit status 1 on an error, with a
-message naming the file.
+message naming the file. Every file is written atomically and never through a symbolic link
+inside the VOC root (:func:`deeplabv3_plugin.datasets.open_within`): a link there is replaced, a
+linked directory refused.
 """
 import argparse
 import os
 import os.path as osp
-import shutil
 import sys
 from typing import Optional
 
 import numpy as np
 from mmengine.utils import track_progress
 from PIL import Image
+
+from deeplabv3_plugin.datasets import UnsafeWriteError, open_within
 
 VOC_TRAINAUG_SIZE = 10582  # the paper's trainaug (Sec. 4)
 SBD_NUM_CLASSES = 21  # background and the 20 VOC classes; SBD has no void border, unlike VOC
@@ -99,21 +102,28 @@ def prepare_voc_aug(voc_root: str, sbd_root: str, out_dir: Optional[str] = None)
             more = f' and {len(missing) - 5} more' if len(missing) > 5 else ''
             raise DatasetPrepError(f'{len(missing)} image(s) listed in {where} have no label '
                                    f'file in {folder}: {", ".join(missing[:5])}{more}.')
-    out_dir = out_dir or osp.join(voc_root, 'SegmentationClassAug')
-    os.makedirs(out_dir, exist_ok=True)
+    # The default label directory is below the VOC root, whose links are not followed; an
+    # --out-dir is the user's own choice of root.
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    label_root, label_prefix = (out_dir, '') if out_dir else (voc_root, 'SegmentationClassAug/')
 
     def convert(name: str) -> None:
         label = read_sbd_segmentation(osp.join(cls_dir, f'{name}.mat'))
-        Image.fromarray(label).save(osp.join(out_dir, f'{name}.png'), format='PNG')
+        with open_within(label_root, f'{label_prefix}{name}.png') as f:
+            Image.fromarray(label).save(f, format='PNG')
 
     def copy_voc(name: str) -> None:
-        shutil.copyfile(osp.join(voc_label_dir, f'{name}.png'), osp.join(out_dir, f'{name}.png'))
+        with open(osp.join(voc_label_dir, f'{name}.png'), 'rb') as src:
+            data = src.read()
+        with open_within(label_root, f'{label_prefix}{name}.png') as f:
+            f.write(data)
 
     track(convert, sbd_names, 'converting SBD labels')
     track(copy_voc, voc_train, 'copying VOC train labels')
     trainaug, aug = make_aug_lists(voc_train, voc_val, sbd_train, sbd_val)
     for split, names in (('trainaug', trainaug), ('aug', aug)):
-        with open(osp.join(split_dir, f'{split}.txt'), 'w', encoding='utf-8') as f:
+        with open_within(voc_root, f'ImageSets/Segmentation/{split}.txt', 'w', 'utf-8') as f:
             f.writelines(f'{name}\n' for name in names)
     print(f'converted {len(sbd_names)} SBD labels, copied {len(voc_train)} VOC train labels; '
           f'trainaug.txt: {len(trainaug)} images, aug.txt: {len(aug)} images')
@@ -139,7 +149,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         prepare_voc_aug(args.voc_root, args.sbd_root, args.out_dir)
-    except DatasetPrepError as error:
+    except (DatasetPrepError, UnsafeWriteError) as error:
         sys.stderr.write(f'prepare_voc_aug: error: {error}\n')
         return 1
     return 0

@@ -46,7 +46,8 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
     if checkpoint is not None:
         if '://' not in checkpoint:  # URLs (open-mmlab://, https://) go to mmengine's loaders
             check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
-                              'tools/train.py or tools/convert_torchvision.py.')
+                              'tools/train.py or tools/convert_torchvision.py, or a '
+                              '.safetensors file of tools/publish_model.py.')
         import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
         loaded = _load_checkpoint(checkpoint, map_location='cpu')
         # the auxiliary head only adds a training loss; inference may lack it

@@ -1,6 +1,8 @@
 """SyntheticShapes, the demo dataset in VOC layout: a DeepLabV3 trains on it in minutes on a CPU.
 Image ``i`` of a split draws from ``default_rng([seed, split, i])``, so a dataset is a pure function
-of its parameters (recorded in ``synthetic_shapes.json``): reused, never overwritten."""
+of its parameters (recorded in ``synthetic_shapes.json``): reused, never overwritten. Files are
+written with :func:`.safe_write.open_within`, never through a link below ``out_dir``."""
+import json
 import os
 import os.path as osp
 from typing import Dict, Sequence, Union
@@ -13,6 +15,7 @@ from mmseg.registry import DATASETS
 from PIL import Image
 
 from .checked_voc import CheckedPascalVOCDataset
+from .safe_write import open_within
 from .shapes_drawing import CLASSES, as_hw, render_sample
 
 __all__ = ['CLASSES', 'PALETTE', 'SyntheticShapesDataset', 'generate_synthetic_shapes']
@@ -46,10 +49,7 @@ def generate_synthetic_shapes(out_dir: str, num_train: int = 400, num_val: int =
     if osp.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f'{out_dir!r} is not empty and has no {META_FILE} (not a '
                               f'SyntheticShapes dataset); choose an empty or new directory.')
-    img_dir, seg_dir, split_dir = (osp.join(out_dir, sub) for sub in (
-        'JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'))
-    for path in (img_dir, seg_dir, split_dir):
-        os.makedirs(path, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     palette = sum(PALETTE, []) + [0, 0, 0] * (255 - len(PALETTE)) + [224, 224, 192]  # VOC's void
     splits = {split: [f'shapes_{split}_{i:05d}' for i in range(count)]
               for split, count in (('train', num_train), ('val', num_val))}
@@ -57,15 +57,18 @@ def generate_synthetic_shapes(out_dir: str, num_train: int = 400, num_val: int =
     for s, i, name in track_iter_progress(jobs) if progress else jobs:
         image, label = render_sample(np.random.default_rng([seed, s, i]), (h, w),
                                      max_objects, ignore_radius)
-        cv2.imwrite(osp.join(img_dir, name + '.jpg'), image[..., ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        _, jpeg = cv2.imencode('.jpg', image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        with open_within(out_dir, f'JPEGImages/{name}.jpg') as f:
+            f.write(jpeg.tobytes())
         png = Image.fromarray(label, mode='P')  # a VOC-style palette PNG of class indices
         png.putpalette(palette)
-        png.save(osp.join(seg_dir, name + '.png'))
+        with open_within(out_dir, f'SegmentationClass/{name}.png') as f:
+            png.save(f, format='PNG')
     for split, names in splits.items():
-        with open(osp.join(split_dir, f'{split}.txt'), 'w') as f:
+        with open_within(out_dir, f'ImageSets/Segmentation/{split}.txt', 'w') as f:
             f.write('\n'.join(names) + '\n')
-    mmengine.dump(meta, meta_path, indent=2)  # written last: its presence means "complete"
+    with open_within(out_dir, META_FILE, 'w') as f:  # written last: its presence means "complete"
+        json.dump(meta, f, indent=2)
     return dict(meta, reused=False)
 
 

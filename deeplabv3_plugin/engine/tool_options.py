@@ -14,6 +14,7 @@ from mmseg.registry import MODELS
 
 from ..models.utils import check_output_stride
 from ..utils.cpu_features import bf16_slowdown, cpu_features, resolve_bf16
+from ..utils.safetensors_checkpoint import check_resumable
 from . import bf16_optim_wrapper  # noqa: F401  (registers BF16AutocastOptimWrapper)
 from .config_checks import check_file_exists
 from .errors import UserInputError
@@ -82,7 +83,8 @@ def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False,
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
     """``--resume`` (``'auto'``: the work dir's ``last_checkpoint``, never the config's
-    ``load_from``) or ``--resume CKPT``; a fresh run over existing checkpoints warns."""
+    ``load_from``) or ``--resume CKPT``; a fresh run over existing checkpoints warns, and a
+    ``.safetensors`` file (weights only) is refused."""
     cfg.resume = False
     checkpoint = find_latest_checkpoint(cfg.work_dir) if resume in (None, 'auto') else resume
     if resume is None:
@@ -100,6 +102,7 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     else:
         check_file_exists(checkpoint, '--resume checkpoint', 'Expected a checkpoint saved by a '
                           'training run (e.g. <work_dir>/iter_1000.pth), or --resume alone.')
+    check_resumable(checkpoint)
     cfg.load_from = checkpoint
     cfg.resume = True
     add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
@@ -109,7 +112,8 @@ def check_checkpoint_arg(checkpoint: str) -> None:
     """Refuse a local checkpoint path that is not a file (URLs and ``scheme://`` pass)."""
     if '://' not in checkpoint:
         check_file_exists(checkpoint, 'checkpoint', 'Expected a .pth file written by '
-                          'tools/train.py (e.g. work_dirs/<config name>/iter_<N>.pth).')
+                          'tools/train.py (e.g. work_dirs/<config name>/iter_<N>.pth) or a '
+                          '.safetensors file of tools/publish_model.py.')
 
 
 def _accepts(cls: type, name: str) -> bool:
