@@ -221,7 +221,8 @@ def load_local_checkpoint(filename: str,
     """Load a local checkpoint (zip or legacy torch format) without running code from it.
 
     Args:
-        filename: Path of the checkpoint file.
+        filename: Path of the checkpoint file; ``*.safetensors`` loads through the
+            ``safetensors`` package.
         map_location: Passed to :func:`torch.load`.
 
     Returns:
@@ -238,6 +239,9 @@ def load_local_checkpoint(filename: str,
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    from .safetensors_checkpoint import is_safetensors_file, load_safetensors_checkpoint
+    if is_safetensors_file(filename):  # no pickle at all
+        return load_safetensors_checkpoint(filename, map_location)
     if _env_flag('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
         return torch.load(filename, map_location=map_location)  # the user's explicit choice
     try:
