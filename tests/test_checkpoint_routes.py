@@ -1,4 +1,4 @@
-"""Every route into a checkpoint, the way users reach it: URL schemes, downloads, resume, inferencers.
+"""Every route into a checkpoint, as users reach it: URL schemes, downloads, resume, inferencers.
 
 Where running code is the attack, the load happens in a child process and the payload writes a
 marker file (``posix.system('touch MARKER')``); a pass means no marker, no crash and the plugin's
@@ -260,6 +260,7 @@ def test_distributed_ranks_download_once(tmp_path, http_server):
     ('gpu_ids = [0]\ngpu_ids = [\n    0, 1,\n    2]\n', 'gpu_ids = [0, 1, 2]\n', False),
     ('gpu_ids = [0, 1]\n', 'gpu_ids = [0, 1]\n', False),  # what inert_meta writes reads the same
     ("model = dict(type='X')\n", None, False),
+    ('gpu_ids = None\n', None, False),
     (b'gpu_ids = [0]', None, False),
     ("gpu_ids = [__import__('os').system('touch x')]\n", None, True),
     ('gpu_ids = range(0, 10**9)\n', None, True),

@@ -22,8 +22,8 @@ __all__ = ['inert_meta']
 
 #: A top-level ``gpu_ids = `` line of a ``Config.pretty_text`` (later lines win, as in Python).
 _GPU_IDS_LINE = re.compile(r'^gpu_ids[ \t]*=[ \t]*', re.MULTILINE)
-#: Its value as mmcv/mmseg 0.x wrote it: ``range(0, 8)`` or a list/tuple of ints.
-_GPU_IDS_VALUE = re.compile(r'range\([^()]*\)|\[[^\[\]]*\]|\([^()]*\)')
+#: Its value as mmcv/mmseg 0.x wrote it: ``range(0, 8)``, a list/tuple of ints or ``None``.
+_GPU_IDS_VALUE = re.compile(r'range\([^()]*\)|\[[^\[\]]*\]|\([^()]*\)|None\b')
 _MAX_VALUE_CHARS = 4096  # 800 GPUs as a list; range() for any number
 _MAX_GPUS = 2**16
 
@@ -35,8 +35,8 @@ def _int(node: ast.expr) -> int:
 
 
 def _read_gpu_ids(text: str) -> Optional[List[int]]:
-    """``gpu_ids`` of a config text, parsed as data; ``None`` if it has none; ``ValueError``
-    if it has one written in any other way (only ints, ``range`` of ints)."""
+    """``gpu_ids`` of a config text, parsed as data; ``None`` if it has none (or ``None``);
+    ``ValueError`` if it is written in any other way than ints or a ``range`` of ints."""
     line = None
     for line in _GPU_IDS_LINE.finditer(text):  # linear in the text; only the last one counts
         pass
@@ -46,6 +46,8 @@ def _read_gpu_ids(text: str) -> Optional[List[int]]:
     if value is None:
         raise ValueError('not a list, tuple or range()')
     node = ast.parse(value.group(), mode='eval').body  # parsed, never compiled nor run
+    if isinstance(node, ast.Constant) and node.value is None:
+        return None
     if isinstance(node, (ast.List, ast.Tuple)):
         ids = [_int(element) for element in node.elts]
     elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
