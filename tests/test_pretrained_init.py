@@ -7,7 +7,10 @@ downloaded): torchvision's ImageNet ResNet (``torchvision://resnet50``: 7x7 ``co
 with ``init_weights()``, as mmengine's Runner does, at 1/8 width. Every backbone tensor must come
 from the file, and the log must say what was loaded, what was missing and why.
 """
+import hashlib
+import json
 import logging
+import os
 import os.path as osp
 from contextlib import contextmanager
 
@@ -36,8 +39,6 @@ SMALL = {
     'model.decode_head.in_channels': 32 * WIDTH,
     'model.decode_head.channels': 16,
 }
-# The file names mmengine's hub tables give these checkpoints (mmengine/hub/openmmlab.json).
-OPENMMLAB_FILES = {50: 'resnet50_v1c-2cccc1ad.pth', 101: 'resnet101_v1c-e67eebb6.pth'}
 
 
 def _torchvision_imagenet(depth=50, seed=0):
@@ -114,16 +115,24 @@ def test_openmmlab_v1c_layout_into_deep_stem(tmp_path):
 def test_openmmlab_scheme_of_the_configs_resolves_offline(tmp_path, monkeypatch, depth, config):
     """The configs' own ``open-mmlab://resnet{50,101}_v1c``, served from the download cache.
 
-    mmengine resolves the scheme to a URL and torch.hub loads an already downloaded file from
-    ``$TORCH_HOME/hub/checkpoints`` without touching the network, so placing the file there
-    runs the exact code path of a real first run after its download.
+    The scheme resolves to a URL and an already downloaded file in
+    ``$TORCH_HOME/hub/checkpoints`` is loaded without touching the network: the code path of a
+    real first run after its download. The file's name must carry its own SHA-256 prefix (it is
+    checked), so ``$MMENGINE_HOME/open_mmlab.json``, mmengine's override of its URL table, points
+    the name at this file's URL.
     """
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     monkeypatch.setenv('MMENGINE_HOME', str(tmp_path / 'mmengine'))
     cache = tmp_path / 'torch' / 'hub' / 'checkpoints'
     cache.mkdir(parents=True)
     state = _openmmlab_v1c(depth, seed=depth)
-    torch.save(state, str(cache / OPENMMLAB_FILES[depth]))
+    torch.save(state, str(cache / 'download.pth'))
+    digest = hashlib.sha256((cache / 'download.pth').read_bytes()).hexdigest()
+    name = f'resnet{depth}_v1c-{digest[:8]}.pth'  # published as resnet{depth}_v1c-<hash>.pth
+    os.rename(cache / 'download.pth', cache / name)
+    (tmp_path / 'mmengine').mkdir()
+    (tmp_path / 'mmengine' / 'open_mmlab.json').write_text(json.dumps(
+        {f'resnet{depth}_v1c': f'https://download.openmmlab.com/pretrain/third_party/{name}'}))
     model = _build(config, {})
     assert model.backbone.init_cfg['checkpoint'] == f'open-mmlab://resnet{depth}_v1c'
     with _log_lines() as lines:

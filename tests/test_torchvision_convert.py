@@ -11,6 +11,7 @@ ones.
 import copy
 import os
 import os.path as osp
+import pickle
 import subprocess
 import sys
 
@@ -26,6 +27,7 @@ from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from tools_testutils import load_tool
 
 from deeplabv3_plugin.apis import build_segmentor
 from deeplabv3_plugin.engine.errors import UserInputError
@@ -283,6 +285,17 @@ def test_unreadable_sources_are_named(tmp_path):
     torch.save({'model': _source().state_dict(), 'epoch': 3}, str(tmp_path / 'reference.pth'))
     state = load_torchvision_state_dict(str(tmp_path / 'reference.pth'))  # torchvision's script
     assert 'classifier.4.weight' in state
+
+
+def test_source_that_lacks_its_storage_bytes_is_refused(tmp_path):
+    """A legacy-format file whose storages' bytes are not in it: torch.load, weights-only too,
+    returns uninitialised memory as weights, which conversion would have written out."""
+    path = tmp_path / 'legacy.pth'
+    torch.save(_source().state_dict(), str(path), _use_new_zipfile_serialization=False)
+    header, main_pickle, _ = load_tool('fuzz_checkpoint_loader').split_legacy(path.read_bytes())
+    path.write_bytes(header + main_pickle + pickle.dumps([], 2))  # no storage listed, no bytes
+    with pytest.raises(TorchvisionConversionError, match='legacy.pth'):
+        load_torchvision_state_dict(str(path))
 
 
 @pytest.mark.parametrize('option, message', [

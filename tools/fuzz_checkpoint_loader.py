@@ -239,8 +239,10 @@ def write_mutants(source: str, work_dir: str, cases: int, seed: int, marker: str
     pkl_name = next(info.filename for info, _ in infos if info.filename.endswith('/data.pkl'))
     zip_pickle = next(data for info, data in infos if info.filename == pkl_name)
     legacy_path = osp.join(work_dir, 'legacy_source.pth')
+    # Plain pickle on purpose: the source is this tool's own Runner checkpoint or the one its
+    # user names to be fuzzed, re-saved in legacy form, so it must round-trip exactly.
     torch.save(torch.load(source, weights_only=False), legacy_path,
-               _use_new_zipfile_serialization=False)  # our own file: trusted
+               _use_new_zipfile_serialization=False)
     with open(legacy_path, 'rb') as f:
         header, legacy_pickle, trailer = split_legacy(f.read())
     rng, paths = random.Random(seed), []

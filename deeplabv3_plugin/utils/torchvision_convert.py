@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from deeplabv3_plugin.engine.checkpoint_checks import checkpoint_state_dict, compare_state_dicts
 from deeplabv3_plugin.engine.errors import UserInputError, listing
+from deeplabv3_plugin.utils.checkpoint import CheckpointError, load_local_checkpoint
 
 __all__ = [
     'TorchvisionConversionError', 'torchvision_to_plugin_key', 'plugin_to_torchvision_key',
@@ -75,20 +76,19 @@ def detect_resnet_depth(state_dict: Mapping[str, Tensor]) -> int:
 
 
 def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
-    """Read a torchvision state dict with weights only (also ``{'model': ...}`` of torchvision's
-    reference scripts, ``{'state_dict': ...}``, DDP's ``module.`` prefix)."""
+    """Read a torchvision state dict through the plugin's safe loader (also ``{'model': ...}``
+    of torchvision's reference scripts, ``{'state_dict': ...}``, DDP's ``module.`` prefix)."""
     from deeplabv3_plugin.engine.config_checks import check_file_exists
 
     check_file_exists(path, 'source checkpoint',
                       'Expected a torchvision DeepLabV3 state dict (.pth), e.g. '
                       'deeplabv3_resnet50_coco-cd0a2569.pth.')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # UnpicklingError, RuntimeError (not a torch file) ...
+    try:  # not torch.load: it fills a crafted legacy file's storages with uninitialised memory
+        obj = load_local_checkpoint(path, map_location='cpu')
+    except CheckpointError as error:  # names the file and what it holds that was refused
         raise TorchvisionConversionError(
-            f'cannot read {path!r} as a weights-only torch file ({type(error).__name__}: '
-            f'{str(error).splitlines()[0] if str(error) else ""}). Save the state dict alone, '
-            'e.g. torch.save(checkpoint["model"], "weights.pth").') from error
+            f'{error} Save the state dict alone, e.g. torch.save(checkpoint["model"], '
+            '"weights.pth").') from error
     if isinstance(obj, Mapping):
         obj = checkpoint_state_dict(obj['model'] if isinstance(obj.get('model'), Mapping) else obj)
     if not isinstance(obj, Mapping) or not obj or not all(
