@@ -87,6 +87,44 @@ def _counter_record():
         .raw(b'u').tuple_().reduce()
 
 
+def _storage(ops, numel, legacy=True):
+    ops.mark().text('storage').glob('torch', 'FloatStorage').text('0').text('cpu').int_(numel)
+    return (ops.none() if legacy else ops).tuple_().binpersid()
+
+
+def _hooks(ops):
+    return ops.glob('collections', 'OrderedDict').empty_tuple().reduce()
+
+
+def _tensor(size, stride, numel=1, hooks=_hooks, legacy=True):
+    return lambda o: o.glob('torch._utils', '_rebuild_tensor_v2').mark().arg(
+        lambda p: _storage(p, numel, legacy)).int_(0).arg(size).arg(stride).bool_(False) \
+        .arg(hooks).tuple_().reduce()
+
+
+def _colliding_int_keys(n=2000):
+    """Int keys that all hash to 0 (multiples of 2**61 - 1): torch inserts them in O(n**2)."""
+    ops = Ops().empty_dict().mark()
+    for i in range(1, n + 1):
+        ops.int_(i * (2**61 - 1)).none()
+    return ops.setitems()
+
+
+def _utf8_encode(copies=130, length=250000):
+    """``_codecs.encode(text)``: UTF-8 in torch, 4 bytes a character, from one memoized string."""
+    ops = Ops().empty_list().mark().glob('_codecs', 'encode').put(0) \
+        .text('\U0001F600' * length).put(1).tuple1().reduce()
+    return ops.raw(b'h\x00h\x01\x85R' * (copies - 1)).raw(b'e')
+
+
+def _hooks_with_attributes(ops):
+    """Empty backward hooks, with a ``_metadata`` attribute holding a stand-in: torch keeps the
+    hooks on the tensor, where nothing would look for a stand-in."""
+    return _hooks(ops).empty_dict().mark().text('_metadata').empty_dict().mark().text('x') \
+        .glob('mmengine.logging.history_buffer', 'HistoryBuffer').empty_tuple().newobj() \
+        .setitems().setitems().build()
+
+
 def _growing_storage():
     """A tensor of 10**8 floats over a storage of 1 (legacy storages grow to fit the view)."""
     storage = lambda o: o.arg(('storage', lambda p: p.glob('torch', 'FloatStorage'), '0', 'cpu',
@@ -116,6 +154,17 @@ PAYLOADS = {
     'counter_stand_in': (_counter_record(), 'a Counter of other than integers'),
     'growing_storage': (_growing_storage(), ('a tensor outside its storage',
                                               'persistent id other than a tensor storage')),
+    # the attacker's pass on this loader
+    'colliding_int_keys': (_colliding_int_keys(), 'dict keys other than scalars'),
+    'utf8_encode': (_utf8_encode(), '_codecs.encode called with unexpected arguments'),
+    'many_tensor_objects': (Ops().empty_list().mark().arg(lambda o: [
+        o.arg(_tensor((1, ) * 64, (0, ) * 64)) for _ in range(20000)]).raw(b'e'),
+        ('taking more memory than a file', 'persistent id other than a tensor storage')),
+    'broadcast_view': (Ops().arg(_tensor((10**10, ), (0, ))),
+                       ('more elements than its storage', 'persistent id other than')),
+    'hooks_with_attributes': (Ops().arg(_tensor((1, ), (1, ), hooks=_hooks_with_attributes)),
+                              ('_rebuild_tensor_v2 called with unexpected arguments',
+                               'persistent id other than')),
 }
 
 

@@ -12,8 +12,8 @@ thing to torch and another here:
    expansion and memory, only the globals, opcodes and calls mmengine's checkpoints contain,
    tensors inside storages the file really holds;
 2. ``torch.load(weights_only=True)`` unpickles, with the inert records of :mod:`.safe_globals`
-   standing in for ``HistoryBuffer`` and numpy (inside ``torch.serialization.safe_globals``, so
-   torch's own list is the same afterwards);
+   standing in for ``HistoryBuffer`` and numpy (added to torch's safe globals for the load only,
+   in place of any caller's entries of the same names, which are back afterwards);
 3. :func:`_materialize` builds each real object from the records' plain, checked data.
 
 TorchScript archives, tar files (PyTorch < 0.4) and raw pickles are refused. The user's explicit
@@ -22,8 +22,10 @@ escape hatch for files they trust stays torch's own: ``TORCH_FORCE_NO_WEIGHTS_ON
 import io
 import os
 import tarfile
+import threading
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Dict, Optional, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -212,6 +214,36 @@ def _materialize(root: Any) -> Any:
 
 
 # --- the loader ---------------------------------------------------------------------------------
+def _global_name(entry: Any) -> str:
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f'{entry.__module__}.{entry.__qualname__}'
+
+
+_LOCK = threading.Lock()
+
+
+@contextmanager
+def _stand_ins() -> Iterator[None]:
+    """torch's safe globals with the stand-ins, and without the caller's entries of the same
+    names (torch resolves a name held twice by set order: the real ``HistoryBuffer`` a caller
+    allowlisted could win). Afterwards the caller's entries are back, and what torch itself
+    registered meanwhile (its DTensor classes, on a first load) is kept."""
+    serialization = torch.serialization
+    ours = torch_safe_globals()
+    names = {name for _, name in ours}
+    before = serialization.get_safe_globals()
+    serialization.clear_safe_globals()
+    serialization.add_safe_globals([g for g in before if _global_name(g) not in names] + ours)
+    try:
+        yield
+    finally:
+        added = [g for g in serialization.get_safe_globals() if g not in ours and g not in before]
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(before + added)
+
+
+
 def _env_flag(name: str) -> bool:
     return os.getenv(name, '0').lower() in ('1', 'y', 'yes', 'true')
 
@@ -245,10 +277,11 @@ def load_local_checkpoint(filename: str,
     if _env_flag('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
         return torch.load(filename, map_location=map_location)  # the user's explicit choice
     try:
-        with open(filename, 'rb') as file:
-            _scan(file, os.fstat(file.fileno()).st_size)
-            with torch.serialization.safe_globals(torch_safe_globals()):
-                loaded = torch.load(file, map_location=map_location, weights_only=True)
+        with open(filename, 'rb') as file:  # read once: what is scanned is what torch reads
+            file = io.BytesIO(file.read())
+        _scan(file, len(file.getbuffer()))
+        with _LOCK, _stand_ins():  # torch's safe globals are the whole process's
+            loaded = torch.load(file, map_location=map_location, weights_only=True)
         return _materialize(loaded)
     except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(

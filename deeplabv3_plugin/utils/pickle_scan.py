@@ -53,6 +53,7 @@ GLOBALS_ALLOWED = frozenset((
       for n in ('_reconstruct', 'scalar')),
     *(str(v) for v in vars(torch).values() if isinstance(v, torch.dtype))))
 _SCALAR_TYPES = (str, int, float, bool, type(None))
+_HASH_MODULUS = 2**61 - 1  # sys.hash_info.modulus on 64-bit builds
 _CONSTANTS = {'NONE': None, 'NEWTRUE': True, 'NEWFALSE': False}
 _CONTAINERS = ('list', 'dict', 'odict', 'counter')
 
@@ -75,6 +76,10 @@ class Node:
 
 
 def _is_scalar(value: Any) -> bool:
+    """A dict key or set item: hashing it is cheap, and no two such ints share a hash (ints
+    beyond 2**61 - 1 wrap onto small ones and would make every insertion a collision)."""
+    if type(value) is int:
+        return -_HASH_MODULUS < value < _HASH_MODULUS
     return type(value) in _SCALAR_TYPES or type(value) is Bytes
 
 
@@ -170,7 +175,7 @@ class _Scanner:
             elif name == 'GLOBAL':
                 self.stack.append(self._global(arg, source, data, pos))
             elif name == 'MARK':
-                self.budget.charge(64, 'marks')
+                self.budget.charge(128, 'marks')
                 self.marks.append(self.stack)
                 self.stack = []
             elif name == 'STOP':
@@ -202,20 +207,20 @@ class _Scanner:
             module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         full = f'{module}.{qualname}'
         _require(full in GLOBALS_ALLOWED, lambda: f'the global {_SHORT.repr(full)}')
-        return self._node('global', full, cost=64)
+        return self._node('global', full, cost=192)
 
     def _empty_tuple(self, arg: None) -> None:
-        self.stack.append(self._node('tuple', items=[], cost=64))
+        self.stack.append(self._node('tuple', items=[], cost=192))
 
     def _tuple(self, arg: None) -> None:
         items = self._pop_mark()  # before self.stack is read: it changes here
-        self.stack.append(self._node('tuple', items=items, cost=64))
+        self.stack.append(self._node('tuple', items=items, cost=192))
 
     def _tuple1(self, arg: None, n: int = 1) -> None:
         _require(len(self.stack) >= n, 'a pickle that pops an empty stack')
         items = self.stack[-n:]
         del self.stack[-n:]
-        self.stack.append(self._node('tuple', items=items, cost=64))
+        self.stack.append(self._node('tuple', items=items, cost=192))
 
     def _tuple2(self, arg: None) -> None:
         self._tuple1(arg, 2)
@@ -297,7 +302,10 @@ class _Scanner:
                  and type(numel) is int and 0 <= numel < 2**48, 'a persistent id other than a '
                  'plain tensor storage')
         known, asked = self.result.storages, _STORAGE_TYPES[stype.name]
-        if key not in known and key not in self.views:  # torch allocates it
+        # torch allocates a storage on its first use; the zip reader also on every use after an
+        # empty one (it keeps only storages with data)
+        if (key not in known or (not self.legacy and known[key][1] == 0)) and \
+                key not in self.views:
             self.budget.charge(numel * asked.itemsize, 'tensor storages')
             known[key] = (asked, numel)
         dtype, size = self.views[key] if key in self.views else known[key]
@@ -312,7 +320,7 @@ class _Scanner:
             if view_key not in self.views and view_key not in known:
                 self.views[view_key] = (asked, view.items[2])
             dtype, size = self.views[view_key] if view_key in self.views else known[view_key]
-        storage = self._node('storage', cost=128)
+        storage = self._node('storage', cost=192)
         storage.extra = (dtype, size)
         self.stack.append(storage)
 
@@ -347,7 +355,7 @@ def _is_global(value: Any, name: str) -> bool:
 
 
 def _is_empty_odict(value: Any) -> bool:
-    return type(value) is Node and value.kind == 'odict' and not value.items
+    return type(value) is Node and value.kind == 'odict' and not value.items and not value.built
 
 
 def _describe(value: Any) -> str:
@@ -375,8 +383,8 @@ def _device(scan: _Scanner, kind: Any, index: Any = None) -> Optional[str]:
     return 'object' if ok else None
 
 
-def _encode(scan: _Scanner, text: Any, encoding: Any = 'latin1') -> Optional[str]:
-    ok = type(text) is str and encoding in ('latin1', 'latin-1')
+def _encode(scan: _Scanner, text: Any, encoding: Any) -> Optional[str]:
+    ok = type(text) is str and type(encoding) is str and encoding in ('latin1', 'latin-1')
     if ok:
         scan.budget.charge(len(text) + 64, 'bytes')
     return 'bytes' if ok else None
@@ -426,12 +434,19 @@ def _tensor(scan: _Scanner, storage: Any, offset: Any, size: Any, stride: Any,
             and len(size.items) == len(stride.items) and type(requires_grad) is bool
             and (hooks is None or _is_empty_odict(hooks))
             and (metadata is None or (type(metadata) is Node and metadata.kind == 'dict'
-                                      and len(metadata.items) <= 8
-                                      and all(type(v) is bool for v in metadata.items[1::2])))):
+                                      and not metadata.items))):
         return None
     numel = storage.extra[1]
+    if 0 in size.items:
+        return 'tensor'
     extent = offset + sum((n - 1) * s for n, s in zip(size.items, stride.items))
-    _require(0 in size.items or extent < numel, 'a tensor outside its storage')
+    elements = 1
+    for n in size.items:
+        elements = min(elements * n, numel + 1)
+    _require(extent < numel, 'a tensor outside its storage')
+    _require(elements <= numel, 'a tensor of more elements than its storage (a broadcast view, '
+             'which torch.save writes only for expanded tensors)')
+    scan.budget.charge(1024 + 32 * len(size.items), 'tensors')
     return 'tensor'
 
 
