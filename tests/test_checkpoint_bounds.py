@@ -192,7 +192,8 @@ def test_every_payload_is_refused_quickly_and_within_memory(payload_files):
                 and result['rss_mib'] < 4 * size_mib + 64
                 and result['seconds'] < 5 + 2 * size_mib):  # linear, not worse
             wrong[(name, form)] = {k: result[k] for k in ('outcome', 'seconds', 'rss_mib')}
-            wrong[(name, form)]['message'] = result['message'][result['message'].find('asks'):][:200]
+            message = result['message']
+            wrong[(name, form)]['message'] = message[message.find('asks'):][:200]
     assert not wrong, wrong
 
 

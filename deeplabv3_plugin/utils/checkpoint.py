@@ -66,7 +66,7 @@ def _scan_zip(file: Any, size: int) -> None:
                  'compressed records (torch.save stores them uncompressed)')
         _require('data.pkl' in records, 'a zip file without data.pkl')
         data = archive.get_record('data.pkl')
-        scan = scan_pickle(io.BytesIO(data), Budget(size), data=data)
+        scan = scan_pickle(io.BytesIO(data), Budget(size))
         for key, (dtype, numel) in scan.storages.items():
             name = f'data/{key}'
             _require(name in records and archive.get_record_size(name) == numel * dtype.itemsize,
