@@ -41,6 +41,11 @@ model = dict(
         depth=50,
         stem='deep',
         multi_grid=(1, 1, 1),
+        # The unit whose stride is removed (the first of its block here) takes the block's new
+        # rate; True keeps the rate it had (TF-slim's stack_blocks_dense: the switch between
+        # output strides is then exact). docs/protocol.md, "rate of the unit whose stride is
+        # removed", says which and why.
+        contract_dilation=False,
         num_cascade_blocks=0,
         norm_cfg=norm_cfg,
         norm_eval=False,
