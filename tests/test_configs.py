@@ -367,6 +367,11 @@ def test_config_is_its_paper_row(path):
     # --- data, schedule, start
     loader = cfg.train_dataloader
     assert loader.batch_size == spec['batch']
+    # The batch is the run's total (tools/train.py splits it over the processes), and the hook
+    # that warns mmseg's tools' runs compares it with the paper's (paper_tables.yaml).
+    assert cfg.batch_size_per_process is False
+    assert dict(type='TrainingBatchHook') in cfg.custom_hooks
+    assert find_row(*key).batch in (None, spec['batch'])
     (crop, ) = [t['crop_size'] for t in _train_pipeline(cfg) if t['type'] == 'RandomCrop']
     assert tuple(crop) == (spec['crop'], spec['crop'])
     assert tuple(cfg.model.data_preprocessor['size']) == (spec['crop'], spec['crop'])
@@ -491,6 +496,7 @@ def test_plugin_inside_mmseg_config_builds_and_forwards():
     cfg = load(INTEROP_CONFIG)
     assert cfg.custom_imports['imports'] == ['deeplabv3_plugin', 'deeplabv3_plugin.runtime']
     assert cfg.model.type == 'EncoderDecoder' and cfg.model.auxiliary_head.type == 'FCNHead'
+    assert cfg.batch_size_per_process is True, "mmseg's 4xb4: 4 images on each process"
     model = build_model(cfg.model)
     assert type(model.backbone).__name__ == 'MultiGridResNet'
     assert type(model.decode_head).__name__ == 'DeepLabV3Head'
