@@ -434,6 +434,8 @@ def check_official_protocol(cfg, head, spec) -> None:
     if spec['head'] == 'aspp':  # slim.dropout(keep_prob=0.9) after concat_projection
         assert head.dropout is None and head.aspp.dropout.p == (
             0.5 if spec['extra_convs'] else 0.1)
+    else:  # no ASPP, no concat_projection: the official code has no dropout to apply
+        assert head.dropout is None
     steps = _train_pipeline(cfg)
     assert [t['type'] for t in steps] == OFFICIAL_STEPS
     load_image, _, _, scale, crop, pad, flip, _ = steps
