@@ -100,7 +100,8 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
         contract_dilation (bool): the conv that carried a removed stride keeps the rate it had
             before (``rate // 2``), the rest of its block takes the new rate: TF-slim's
             ``stack_blocks_dense``, torchvision's and mmseg's rule, which makes switching the
-            output stride exact (see ``make_dilation_plan``). False: the new rate everywhere.
+            output stride exact (see ``make_dilation_plan``). False (mmseg's default): the new
+            rate everywhere. The paper configs set True, which also trained better on the demo.
         out_indices (Sequence[int] | None): returned blocks (0 = block1); None returns all.
         with_cp (bool): mmseg's per-unit checkpointing; BN statistics then update twice a step.
         Others: as mmseg's ``ResNet`` (``depth``, ``norm_cfg``, ``norm_eval``, ``frozen_stages``,
