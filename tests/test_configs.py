@@ -68,11 +68,12 @@ def aspp(mg=(1, 2, 4), rates=(6, 12, 18), pool=True, os_=16, **kw):
 
 
 def row_spec(spec):
-    """Fill the protocol defaults of Sec. 4.1 (stage 1 on VOC trainaug)."""
+    """Fill the protocol defaults of Sec. 4.1 (stage 1 on VOC trainaug). ``contract``: the
+    unit whose stride is removed keeps its rate (the official rule; docs/protocol.md)."""
     out = dict(eval_os=spec['train_os'], tta=None, batch=16, crop=513, test_pad=(513, 513),
                frozen_bn=False, labels_down=False, data='voc12aug', num_classes=21, lr=0.007,
                iters=30000, sampler='InfiniteSampler', stem='deep', start='imagenet',
-               extra_convs=0, rates=None, pool=None)
+               extra_convs=0, rates=None, pool=None, contract=True)
     out.update(spec)
     return out
 
@@ -103,15 +104,16 @@ EXPECTED.update({
     ('Table 6', 'OS=8'): (aspp(eval_os=8), 78.51),
     ('Table 6', 'OS=8 + MS'): (aspp(eval_os=8, tta=(VOC_MS, False)), 79.45),
     ('Table 6', 'OS=8 + MS + Flip'): (aspp(eval_os=8, tta=(VOC_MS, True)), 79.77),
-    # COCO start: torchvision's COCO model converted (7x7 stem, extra 3x3 conv), lr 1e-4.
-    ('Table 6', 'OS=8 + MS + Flip + COCO'): (aspp(eval_os=8, tta=(VOC_MS, True), lr=1e-4,
-                                                  stem='torchvision', extra_convs=1,
+    # COCO start: torchvision's COCO model converted (7x7 stem, extra 3x3 conv), lr 1e-4, in
+    # the geometry those weights were trained with: no multi-grid (contracted rates, as all rows).
+    ('Table 6', 'OS=8 + MS + Flip + COCO'): (aspp((1, 1, 1), eval_os=8, tta=(VOC_MS, True),
+                                                  lr=1e-4, stem='torchvision', extra_convs=1,
                                                   start='coco'), 82.70),
     # Stage 2: trainval, OS 8, frozen BN, lr 0.001, bootstrapping, from the COCO stage 1.
-    ('Table 7', 'DeepLabv3'): (aspp(os_=8, tta=(VOC_MS, True), frozen_bn=True, lr=0.001,
-                                    data='voc12trainval', sampler='InfiniteBootstrapSampler',
-                                    stem='torchvision', extra_convs=1, start='stage1',
-                                    test_split=True), 85.7),
+    ('Table 7', 'DeepLabv3'): (aspp((1, 1, 1), os_=8, tta=(VOC_MS, True), frozen_bn=True,
+                                    lr=0.001, data='voc12trainval',
+                                    sampler='InfiniteBootstrapSampler', stem='torchvision',
+                                    extra_convs=1, start='stage1', test_split=True), 85.7),
     ('Table 8', 'crop 513, upsample logits, frozen BN'): (aspp(frozen_bn=True), 75.95),
     ('Table 8', 'crop 513, downsample labels, fine-tune BN'): (aspp(labels_down=True), 76.01),
     ('Table 8', 'crop 321, upsample logits, fine-tune BN'): (aspp(crop=321), 67.22),
@@ -132,24 +134,28 @@ EXPECTED.update({
 })
 
 
-def expected_geometry(output_stride, depth, mg, num_cascade):
+def expected_geometry(output_stride, depth, mg, num_cascade, contract=False):
     """(stride, rate) of every 3x3 conv of block3.. from the paper's definitions (Sec. 3.1-3.2).
 
     Walking block1..4 (nominal strides 1, 2, 2, 2 after the stem's 4) and the cascaded blocks
     (stride 2 each): a block whose stride would take the running stride beyond the output stride
     keeps stride 1 and multiplies the block rate by its stride instead. Units of block4 and of
     the cascaded blocks use multi-grid unit rate x block rate; other blocks use the block rate.
+    ``contract``: the first unit, whose conv carried the removed stride, keeps the rate of the
+    block before (TF-slim's stack_blocks_dense, torchvision's replace_stride_with_dilation).
     """
     units = UNITS[depth] + (UNITS[depth][3], ) * num_cascade
     running, rate, geometry = 4, 1, []
     for index, num_units in enumerate(units):
-        nominal = 1 if index == 0 else 2
+        nominal, previous = (1 if index == 0 else 2), rate
         if running * nominal > output_stride:
             stride, rate = 1, rate * nominal
         else:
             stride, running = nominal, running * nominal
         grid = mg if index >= 3 else (1, ) * num_units
-        geometry.append([(stride if j == 0 else 1, g * rate) for j, g in enumerate(grid)])
+        rates = [previous if (j == 0 and contract) else rate for j in range(num_units)]
+        geometry.append([(stride if j == 0 else 1, g * r)
+                         for j, (g, r) in enumerate(zip(grid, rates))])
     assert running == output_stride, 'the expected output stride is not reachable'
     return geometry[2:]
 
@@ -337,7 +343,7 @@ def test_config_is_its_paper_row(path):
     for mode, output_stride in ((True, spec['train_os']), (False, spec['eval_os'])):
         model.train(mode)
         assert conv_geometry(backbone) == expected_geometry(
-            output_stride, spec['depth'], spec['mg'], spec['cascade']), (
+            output_stride, spec['depth'], spec['mg'], spec['cascade'], spec['contract']), (
                 f'{name}: 3x3 conv (stride, rate) of block3.. in '
                 f'{"train" if mode else "eval"} mode, output stride {output_stride}')
         if spec['head'] == 'aspp':
@@ -367,6 +373,11 @@ def test_config_is_its_paper_row(path):
     # --- data, schedule, start
     loader = cfg.train_dataloader
     assert loader.batch_size == spec['batch']
+    # The batch is the run's total (tools/train.py splits it over the processes), and the hook
+    # that warns mmseg's tools' runs compares it with the paper's (paper_tables.yaml).
+    assert cfg.batch_size_per_process is False
+    assert dict(type='TrainingBatchHook') in cfg.custom_hooks
+    assert find_row(*key).batch in (None, spec['batch'])
     (crop, ) = [t['crop_size'] for t in _train_pipeline(cfg) if t['type'] == 'RandomCrop']
     assert tuple(crop) == (spec['crop'], spec['crop'])
     assert tuple(cfg.model.data_preprocessor['size']) == (spec['crop'], spec['crop'])
@@ -429,6 +440,8 @@ def check_official_protocol(cfg, head, spec) -> None:
     if spec['head'] == 'aspp':  # slim.dropout(keep_prob=0.9) after concat_projection
         assert head.dropout is None and head.aspp.dropout.p == (
             0.5 if spec['extra_convs'] else 0.1)
+    else:  # no ASPP, no concat_projection: the official code has no dropout to apply
+        assert head.dropout is None
     steps = _train_pipeline(cfg)
     assert [t['type'] for t in steps] == OFFICIAL_STEPS
     load_image, _, _, scale, crop, pad, flip, _ = steps
@@ -475,9 +488,9 @@ def test_other_configs_load_build_and_forward(path):
 
 
 def test_coco_row_takes_every_tensor_of_the_converted_torchvision_model():
-    """Tab. 6 "+ COCO" starts from tools/convert_torchvision.py's output. The row's model (paper
-    geometry: OS 16, MG(1,2,4), no auxiliary head) must hold every tensor of torchvision's
-    deeplabv3_resnet101 under the converter's key map, with the same shape."""
+    """Tab. 6 "+ COCO" starts from tools/convert_torchvision.py's output. The row's model (no
+    auxiliary head) must hold every tensor of torchvision's deeplabv3_resnet101 under the
+    converter's key map, with the same shape."""
     path = [p for p in PAPER_CONFIGS if '-coco-pre_' in p and 'voc12aug' in p][0]
     model = build_model(load(path).model)
     source = TorchvisionDeepLabV3(101, aux_loss=False, base_channels=BASE_CHANNELS,
@@ -486,11 +499,38 @@ def test_coco_row_takes_every_tensor_of_the_converted_torchvision_model():
     model.load_state_dict(converted, strict=True)
 
 
+@pytest.mark.parametrize('path', [p for p in PAPER_CONFIGS if '-coco-pre_' in p],
+                         ids=osp.basename)
+def test_coco_rows_keep_the_geometry_of_torchvisions_weights(path):
+    """The COCO-pretrained rows run torchvision's deeplabv3_resnet101 geometry (what
+    configs/torchvision/ builds: OS 8, contracted rates, no multi-grid, ASPP (12, 24, 36)) at
+    their evaluation output stride, and at OS 16 the same rates in pixels (docs/protocol.md)."""
+    torchvision = build_model(load(osp.join(REPO, 'configs', 'torchvision',
+                                            'deeplabv3_r101-tv_os8_voc12aug-513x513.py')).model)
+    torchvision.eval()
+    reference = (conv_geometry(torchvision.backbone), torchvision.decode_head.effective_rates)
+    assert reference[1] == (12, 24, 36)
+    model = build_model(load(path).model)
+    model.eval()
+    assert model.backbone.current_output_stride == 8
+    assert (conv_geometry(model.backbone), model.decode_head.effective_rates) == reference
+    model.train()
+    if model.backbone.current_output_stride == 8:  # stage 2 trains at OS 8
+        assert (conv_geometry(model.backbone), model.decode_head.effective_rates) == reference
+    else:  # stage 1 at OS 16: block4 and ASPP rates in pixels are torchvision's at OS 8
+        assert model.backbone.current_output_stride == 16
+        block4 = conv_geometry(model.backbone)[1]
+        assert [16 * rate for _, rate in block4] == [8 * rate for _, rate in reference[0][1]]
+        assert [16 * rate for rate in model.decode_head.effective_rates] == [
+            8 * rate for rate in reference[1]]
+
+
 def test_plugin_inside_mmseg_config_builds_and_forwards():
     """mmseg's own DeepLabV3 config, with the plugin's backbone and head swapped in."""
     cfg = load(INTEROP_CONFIG)
     assert cfg.custom_imports['imports'] == ['deeplabv3_plugin', 'deeplabv3_plugin.runtime']
     assert cfg.model.type == 'EncoderDecoder' and cfg.model.auxiliary_head.type == 'FCNHead'
+    assert cfg.batch_size_per_process is True, "mmseg's 4xb4: 4 images on each process"
     model = build_model(cfg.model)
     assert type(model.backbone).__name__ == 'MultiGridResNet'
     assert type(model.decode_head).__name__ == 'DeepLabV3Head'

@@ -23,9 +23,14 @@ def _run(*args, timeout=600):
 def test_demo_tiny_end_to_end(tmp_path):
     work_dir, data_root = tmp_path / 'run', tmp_path / 'data'
     done = _run('--work-dir', str(work_dir), '--data-root', str(data_root), '--iters', '2',
-                '--num-train', '4', '--num-val', '2', '--image-size', '48', '--seed', '1')
+                '--num-train', '4', '--num-val', '2', '--image-size', '48', '--seed', '1',
+                '--cfg-options', 'model.backbone.contract_dilation=True')
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
+    # --cfg-options go into the run's config, which the train and test steps read
+    run_config = (work_dir / osp.basename(json.loads(
+        (work_dir / 'summary.json').read_text())['config'])).read_text()
+    assert 'contract_dilation=True' in run_config
 
     # the four steps are announced with the commands a user would type
     for step in ('1/4 dataset', '2/4 train', '3/4 evaluate, single scale',
@@ -57,6 +62,15 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert str(work_dir) in again.stderr and 'not an empty directory' in again.stderr
     assert 'Traceback' not in again.stderr
     assert json.loads((work_dir / 'summary.json').read_text()) == summary
+
+
+def test_demo_refuses_a_mistyped_cfg_option(tmp_path):
+    done = _run('--work-dir', str(tmp_path / 'run'), '--data-root', str(tmp_path / 'data'),
+                '--num-train', '2', '--num-val', '1', '--image-size', '48',
+                '--cfg-options', 'model.backbone.multi_gird=(1,2)')
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert "Did you mean 'model.backbone.multi_grid'?" in done.stderr
+    assert not (tmp_path / 'run' / 'train').exists()
 
 
 def test_demo_reruns_with_the_same_thread_count_are_identical(tmp_path):

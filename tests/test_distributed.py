@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
-from tools_testutils import (PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run,
+from tools_testutils import (PAPER_CONFIG, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok,
+                             make_voc_aug_dataset, make_voc_dataset, run, tiny_paper_options,
                              tool_env, train_cmd)
 
 DIST_TRAIN = osp.join(REPO_ROOT, 'tools', 'dist_train.sh')
@@ -63,6 +64,24 @@ def test_dist_train_two_cpu_processes(dist_trained):
     assert bn and all(torch.isfinite(checkpoint['state_dict'][k]).all() for k in bn)
     dumped = glob.glob(osp.join(work_dir, 'tools_tiny.py'))
     assert dumped and "type='CPUSafeDDP'" in open(dumped[0]).read()
+
+
+def test_dist_train_keeps_the_paper_configs_total_batch(tmp_path):
+    """The paper's batch is 16 images in all: two processes load 8 each (tiny data and widths
+    through --cfg-options; batch, lr and geometry are the config's)."""
+    data = make_voc_aug_dataset(str(tmp_path / 'voc'))
+    env = dict(tool_env(data), PYTHON=PYTHON, PORT=_free_port())
+    work_dir = str(tmp_path / 'run')
+    proc = run(['bash', DIST_TRAIN, PAPER_CONFIG, '2', '--work-dir', work_dir, '--cfg-options',
+                *tiny_paper_options(data)], env, timeout=300)
+    output = check_ok(proc).stdout + proc.stderr
+    assert 'Training batch: world size 2, 8 images per process, total batch 16, lr 0.007' in output
+    assert 'is not the batch 16 of the paper row' not in output
+    assert 'Iter(train) [1/1]' in output
+    # The dumped config says what each process loaded.
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(work_dir, osp.basename(PAPER_CONFIG)))
+    assert cfg.train_dataloader.batch_size == 8 and cfg.batch_size_per_process is True
 
 
 def test_dist_test_two_cpu_processes(dist_trained, dist_env, tmp_path):

@@ -72,9 +72,12 @@ def test_paper_examples():
 
 def test_contract_dilation_matches_torchvision_replace_stride_with_dilation():
     # torchvision ResNet50(replace_stride_with_dilation=[False, True, True]): the first unit of a
-    # dilated layer keeps the previous layer's dilation.
+    # dilated layer keeps the previous layer's dilation (TF-slim's stack_blocks_dense rule).
     plan = make_dilation_plan(8, R50, contract_dilation=True)
     assert plan.unit_dilations == ((1, 1, 1), (1, 1, 1, 1), (1, 2, 2, 2, 2, 2), (2, 4, 4))
+    # A conv after the strided one inside the first unit (BasicBlock's second) has the new rate.
+    assert plan.post_stride_dilations == (1, 1, 2, 4)
+    assert make_dilation_plan(8, R50).post_stride_dilations == (1, 1, 2, 4)
     plan = make_dilation_plan(16, R50, contract_dilation=True)
     assert plan.unit_dilations[2:] == ((1, ) * 6, (1, 2, 2))
     assert make_dilation_plan(32, R50, contract_dilation=True).unit_dilations[3] == (1, 1, 1)

@@ -28,7 +28,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs', 'deeplabv3')
 BEST = 'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513'
 BLOCK7_R50_OS8 = 'deeplabv3-block7_r50-d8_1xb16-30k_voc12aug-513x513'
-COCO = 'deeplabv3-aspp_r101-d16-mg124-coco-pre_1xb16-30k_voc12aug-513x513'
+COCO = 'deeplabv3-aspp_r101-d16-coco-pre_1xb16-30k_voc12aug-513x513'
 
 
 def _config(name, output_stride=None, tta=False) -> Config:

@@ -30,7 +30,7 @@ PAPER = osp.join(REPO, 'configs', 'deeplabv3',
                  'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py')
 FROZEN_BN = [osp.join(REPO, 'configs', 'deeplabv3', name) for name in (
     'deeplabv3-aspp-frozenbn_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py',
-    'deeplabv3-aspp-frozenbn_r101-d8-mg124-coco-pre_1xb16-30k-bootstrap_voc12trainval-513x513.py')]
+    'deeplabv3-aspp-frozenbn_r101-d8-coco-pre_1xb16-30k-bootstrap_voc12trainval-513x513.py')]
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # train.py: min 0.5, max 2.0, step 0.25
 MEAN_BGR = (103.53, 116.28, 123.675)
 

@@ -14,6 +14,8 @@ from _voc_fixture import write_voc
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py')
+PAPER_CONFIG = osp.join(REPO_ROOT, 'configs', 'deeplabv3',
+                        'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py')
 TRAIN_TOOL = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST_TOOL = osp.join(REPO_ROOT, 'tools', 'test.py')
 PYTHON = sys.executable
@@ -41,6 +43,39 @@ def make_voc_dataset(root: str, num_train: int = 4, num_val: int = 2, size: int 
     write_voc(root, labels[:num_train], 'train', size, name_format='img_{:03d}')
     write_voc(root, labels[num_train:], 'val', size, start=num_train, name_format='img_{:03d}')
     return root
+
+
+def make_voc_aug_dataset(root: str) -> str:
+    """:func:`make_voc_dataset` plus the ``aug`` split (SegmentationClassAug) of the trainaug
+    configs; returns ``root``."""
+    make_voc_dataset(root)
+    rng = np.random.default_rng(1)
+    labels = [[0] + rng.integers(1, 21, 2).tolist() for _ in range(4)]
+    write_voc(root, labels, 'aug', 40, start=100, name_format='img_{:03d}')
+    os.symlink('SegmentationClass', osp.join(root, 'SegmentationClassAug'))
+    return root
+
+
+def tiny_paper_options(data_root: str, size: int = 32) -> List[str]:
+    """``--cfg-options`` that run :data:`PAPER_CONFIG` in seconds on :func:`make_voc_aug_dataset`:
+    ResNet-50 at base width 4, no download, ``size`` px crops, one iteration; its batch, lr and
+    geometry stay the config's."""
+    crop = f'({size},{size})'
+    options = ['model.backbone.depth=50', 'model.backbone.base_channels=4',
+               'model.backbone.stem_channels=8', 'model.backbone.init_cfg=None',
+               'model.decode_head.in_channels=128', 'model.decode_head.channels=8',
+               f'model.data_preprocessor.size={crop}',
+               f'model.data_preprocessor.test_cfg.size={crop}',
+               'train_cfg.max_iters=1', 'train_cfg.val_interval=1']
+    for index in (0, 1):  # train + aug
+        dataset = f'train_dataloader.dataset.datasets.{index}'
+        options += [f'{dataset}.data_root={data_root}', f'{dataset}.pipeline.4.crop_size={crop}',
+                    f'{dataset}.pipeline.5.size={crop}']
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
+    options += [f'{loader}.dataset.data_root={data_root}'
+                for loader in ('val_dataloader', 'test_dataloader')]
+    return options
 
 
 def tool_env(data_root: str) -> Dict[str, str]:

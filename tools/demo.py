@@ -31,10 +31,11 @@ from typing import Dict, List, Optional, Tuple
 
 # mmengine imports pkg_resources, which setuptools 80/81 flags as deprecated; harmless here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-from mmengine.config import Config  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 
 from deeplabv3_plugin.datasets.synthetic_shapes import (  # noqa: E402
     CLASSES, generate_synthetic_shapes)
+from deeplabv3_plugin.engine import UserInputError, check_cfg_options  # noqa: E402
 from deeplabv3_plugin.utils.training_curves import find_scalars, plot_training_curves  # noqa
 from deeplabv3_plugin.utils.cpu_features import cpu_features  # noqa: E402
 
@@ -69,6 +70,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'processes (default: $OMP_NUM_THREADS, else every usable core; reruns '
                         'with the same count give identical figures; on busy cores fewer '
                         'threads are faster)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override entries of the demo config for this run, as tools/train.py does, e.g. '
+        'model.backbone.contract_dilation=True; they go into the run\'s config, so the test '
+        'steps use them too')
     return parser.parse_args(argv)
 
 
@@ -92,11 +98,18 @@ def new_work_dir(requested: Optional[str]) -> str:
 
 def write_run_config(cfg: Config, args: argparse.Namespace, data_root: str,
                      work_dir: str) -> str:
-    """Write the config of this run (the demo config with its data root, seed and length).
+    """Write the config of this run (the demo config with ``--cfg-options``, its data root, seed
+    and length).
 
     Returns:
         The path of the written config, which the train and test commands use.
     """
+    if args.cfg_options:
+        try:
+            check_cfg_options(cfg, args.cfg_options, args.config)
+        except UserInputError as error:
+            raise DemoError(str(error)) from None
+        cfg.merge_from_dict(args.cfg_options)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = data_root
     cfg.randomness = dict(seed=args.seed)

@@ -2,8 +2,10 @@
 
 The flags are those of mmseg's ``tools/train.py``; what the plugin adds happens in
 :mod:`deeplabv3_plugin.engine`: checked ``--cfg-options`` keys, ``--resume [CKPT]`` that refuses a
-checkpoint of another model, and distributed runs on CPUs (``bash tools/dist_train.sh CONFIG N``
-with gloo). Errors in the user's input print one paragraph and exit with status 2.
+checkpoint of another model, the config's total batch kept on any number of processes
+(``train_dataloader.batch_size`` / N each, unless ``batch_size_per_process=True``), and
+distributed runs on CPUs (``bash tools/dist_train.sh CONFIG N`` with gloo). Errors in the user's
+input print one paragraph and exit with status 2.
 """
 import argparse
 import os
@@ -11,9 +13,11 @@ import os
 from mmengine.config import DictAction
 
 import deeplabv3_plugin.runtime  # noqa: F401  (components, safe checkpoint loader, CPU DDP)
-from deeplabv3_plugin.engine import (build_runner, check_cfg_options, load_config, run_tool,
+from deeplabv3_plugin.engine import (build_runner, check_cfg_options, keep_total_batch,
+                                     launcher_world_size, load_config, run_tool,
                                      setup_distributed)
-from deeplabv3_plugin.engine.tool_options import enable_amp, set_resume, set_work_dir
+from deeplabv3_plugin.engine.tool_options import (add_custom_hook, enable_amp, set_resume,
+                                                  set_work_dir)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries, e.g. model.backbone.depth=101 '
         'train_dataloader.batch_size=8 (lists: key="[a,b]"). Keys must exist, except new leaf '
-        'keys that are not near-copies of existing ones')
+        'keys that are not near-copies of existing ones. train_dataloader.batch_size is the '
+        'total over all processes unless batch_size_per_process=True')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (pytorch: torchrun / tools/dist_train.sh)')
     # torch.distributed.launch (used by mim) passes --local-rank; torchrun sets LOCAL_RANK.
@@ -52,6 +57,8 @@ def main(argv=None) -> None:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
+    keep_total_batch(cfg, launcher_world_size(args.launcher, os.environ))
+    add_custom_hook(cfg, dict(type='TrainingBatchHook'))
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp or args.force_bf16:
         enable_amp(cfg, force_bf16=args.force_bf16)

@@ -13,6 +13,16 @@ custom_imports = dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
                       allow_failed_imports=False)
 default_scope = 'mmseg'
 
+# `train_dataloader.batch_size` is the batch of the whole run, all processes together, as the
+# paper's "batch size 16" and the `1xb16` of the config names. The plugin's tools (tools/train.py,
+# tools/dist_train.sh, Slurm, `mim train deeplabv3_plugin`) give each of N processes
+# batch_size / N (and refuse a batch that N does not divide). `batch_size_per_process=True` reads
+# it per process instead, mmengine's meaning, which mmseg's own tools (`mim train mmseg`) always
+# use: there, N GPUs train at N x batch_size. TrainingBatchHook logs the batch at the start of
+# training and warns when the total is not the paper row's (`paper_ref`).
+batch_size_per_process = False
+custom_hooks = [dict(type='TrainingBatchHook')]
+
 # A fixed seed: mmengine builds the training sampler (its shuffling seed) before `--resume`
 # restores the interrupted run's seed, so without one a resumed run would draw another
 # permutation of the images than the uninterrupted run. Override with `--cfg-options

@@ -3,7 +3,8 @@
 #
 # What stays the paper's: the DeepLabV3 segmentor with its single output-stride knob at OS 16,
 # block4 atrous with multi-grid unit rates (1, 2) times the block rate 2 (ResNet-18 has two units
-# per block, so the grid has two entries), ASPP with rates (6, 12, 18) plus image-level features,
+# per block, so the grid has two entries; the conv that carried the stride keeps rate 1, as the
+# base's contract_dilation says), ASPP with rates (6, 12, 18) plus image-level features,
 # batch norm everywhere, logits upsampled to the label, random scale 0.5..2 + crop + flip, poly
 # learning rate with SGD, MS+flip test (tools/test.py --tta).
 # What changes, and why:

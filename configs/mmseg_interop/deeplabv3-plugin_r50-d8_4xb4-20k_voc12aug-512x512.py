@@ -47,3 +47,6 @@ model = dict(
         # included) is kept on purpose: this config is mmseg's recipe with the plugin's modules,
         # not the paper's protocol (configs/deeplabv3/ and docs/protocol.md are).
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
+# mmseg's "4xb4": 4 images on each of 4 GPUs. The plugin's tools read train_dataloader.batch_size
+# as the total unless told otherwise; this recipe keeps mmseg's per-process meaning.
+batch_size_per_process = True

@@ -17,8 +17,8 @@ from mmengine.logging import print_log
 
 from .errors import UserInputError
 
-__all__ = ['convert_sync_bn_cfg', 'prepare_cpu_distributed_cfg', 'setup_distributed',
-           'torch_dist_env']
+__all__ = ['convert_sync_bn_cfg', 'launcher_world_size', 'prepare_cpu_distributed_cfg',
+           'setup_distributed', 'torch_dist_env']
 
 #: Per launcher: its names of rank, world size, local rank and master host, and how to start it.
 _LAUNCHERS = {
@@ -39,10 +39,8 @@ def _first_slurm_host(nodelist: str) -> str:
                           text=True, check=True).stdout.split()[0]
 
 
-def torch_dist_env(launcher: str, environ: Mapping[str, str],
-                   resolve_host: Callable[[str], str] = _first_slurm_host) -> Dict[str, str]:
-    """torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` from a launcher's variables,
-    translated as mmengine's ``init_dist`` does for GPUs."""
+def _launcher_variables(launcher: str, environ: Mapping[str, str]) -> List[str]:
+    """The launcher's rank, world size, local rank and master host, as ``environ`` has them."""
     if launcher not in _LAUNCHERS:
         raise UserInputError(f"--launcher {launcher!r} is not a distributed launcher; expected "
                              "'pytorch', 'slurm' or 'mpi'.")
@@ -51,7 +49,22 @@ def torch_dist_env(launcher: str, environ: Mapping[str, str],
     if missing:
         raise UserInputError(f'--launcher {launcher}: the environment variables '
                              f'{", ".join(missing)} are not set; {how}')
-    rank, world_size, local_rank, host = (environ[name] for name in names[:4])
+    return [environ[name] for name in names[:4]]
+
+
+def launcher_world_size(launcher: str, environ: Mapping[str, str]) -> int:
+    """The number of processes ``launcher`` started (1 for ``'none'``), from ``environ``,
+    before any process group exists."""
+    if launcher == 'none':
+        return 1
+    return int(_launcher_variables(launcher, environ)[1])
+
+
+def torch_dist_env(launcher: str, environ: Mapping[str, str],
+                   resolve_host: Callable[[str], str] = _first_slurm_host) -> Dict[str, str]:
+    """torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` from a launcher's variables,
+    translated as mmengine's ``init_dist`` does for GPUs."""
+    rank, world_size, local_rank, host = _launcher_variables(launcher, environ)
     return dict(RANK=rank, WORLD_SIZE=world_size, LOCAL_RANK=local_rank,
                 MASTER_ADDR=environ.get('MASTER_ADDR') or resolve_host(host),
                 MASTER_PORT=environ.get('MASTER_PORT', '29500'))

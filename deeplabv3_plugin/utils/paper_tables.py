@@ -32,7 +32,8 @@ class Inference:
 @dataclass(frozen=True)
 class PaperRow:
     """One number of the paper; ``model`` and ``inference`` are None where it cannot be
-    reproduced here, ``split='test'`` rows are scored by the evaluation server only."""
+    reproduced here, ``split='test'`` rows are scored by the evaluation server only. ``batch``:
+    the training batch (all GPUs together), None where the paper does not state it."""
 
     table: str
     row: str
@@ -41,6 +42,7 @@ class PaperRow:
     inference: Optional[Inference]
     split: str = 'val'
     note: str = ''
+    batch: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,15 @@ def _load() -> Tuple[PaperTable, ...]:
         data = yaml.safe_load(f)
     scales = {name: tuple(values) for name, values in data['scales'].items()}
 
-    def row(table: str, r: dict) -> PaperRow:
+    def row(table: str, r: dict, batch: Optional[int]) -> PaperRow:
         inference = None if 'os' not in r else Inference(
             r['os'], scales[r['scales']] if 'scales' in r else (1.0, ), r.get('flip', False))
         return PaperRow(table, str(r['row']), r['miou'], r.get('model'), inference,
-                        r.get('split', 'val'), r.get('note', ''))
+                        r.get('split', 'val'), r.get('note', ''), r.get('batch', batch))
 
-    return tuple(PaperTable(name, t['title'], tuple(row(name, r) for r in t['rows']))
-                 for name, t in data['tables'].items())
+    return tuple(
+        PaperTable(name, t['title'], tuple(row(name, r, t.get('batch')) for r in t['rows']))
+        for name, t in data['tables'].items())
 
 
 PAPER_TABLES = _load()

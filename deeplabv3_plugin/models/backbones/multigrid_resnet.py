@@ -59,15 +59,17 @@ def _set_conv_geometry(conv: nn.Conv2d, stride: int, dilation: int) -> None:
     conv.padding = (dilation, dilation)
 
 
-def _set_unit_geometry(unit: nn.Module, stride: int, dilation: int) -> None:
-    """Stride (on the 3x3 conv, ``style='pytorch'``) and rate of one unit and its shortcut.
-    Both 3x3 convs of a ``BasicBlock`` are dilated (mmseg leaves the second undilated)."""
+def _set_unit_geometry(unit: nn.Module, stride: int, dilation: int,
+                       post_stride_dilation: int) -> None:
+    """Stride (on the first 3x3 conv, ``style='pytorch'``) and rates of one unit and its
+    shortcut. ``dilation`` is the rate of that conv; a ``BasicBlock``'s second 3x3 conv, after
+    it, runs at ``post_stride_dilation`` (mmseg leaves it undilated)."""
     if isinstance(unit, Bottleneck):
         _set_conv_geometry(unit.conv2, stride, dilation)
         unit.conv2_stride = stride
     else:
         _set_conv_geometry(unit.conv1, stride, dilation)
-        _set_conv_geometry(unit.conv2, 1, dilation)
+        _set_conv_geometry(unit.conv2, 1, post_stride_dilation)
     unit.stride = stride
     unit.dilation = dilation
     shortcut = unit.downsample
@@ -95,8 +97,11 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
         cascade_init (str): ``'block4'`` fills cascaded blocks from block4's checkpoint tensors,
             ``'random'`` keeps their own initialisation.
         stem (str): ``'deep'`` (ResNetV1c) or ``'torchvision'`` (one 7x7 conv).
-        contract_dilation (bool): the first unit of a dilated block uses ``rate // 2``, as
-            torchvision and mmseg do; the paper does not.
+        contract_dilation (bool): the conv that carried a removed stride keeps the rate it had
+            before (``rate // 2``), the rest of its block takes the new rate: TF-slim's
+            ``stack_blocks_dense``, torchvision's and mmseg's rule, which makes switching the
+            output stride exact (see ``make_dilation_plan``). False (mmseg's default): the new
+            rate everywhere. The paper configs set True, which also trained better on the demo.
         out_indices (Sequence[int] | None): returned blocks (0 = block1); None returns all.
         with_cp (bool): mmseg's per-unit checkpointing; BN statistics then update twice a step.
         Others: as mmseg's ``ResNet`` (``depth``, ``norm_cfg``, ``norm_eval``, ``frozen_stages``,
@@ -180,9 +185,14 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
     def switch_output_stride(self, output_stride: int) -> None:
         plan = make_dilation_plan(output_stride, self.stage_blocks, self.multi_grid,
                                   self.num_cascade_blocks, self.contract_dilation)
-        for name, stride, dilations in zip(self.res_layers, plan.strides, plan.unit_dilations):
+        for name, stride, dilations, post_stride in zip(self.res_layers, plan.strides,
+                                                        plan.unit_dilations,
+                                                        plan.post_stride_dilations):
             for index, (unit, dilation) in enumerate(zip(getattr(self, name), dilations)):
-                _set_unit_geometry(unit, stride if index == 0 else 1, dilation)
+                if index == 0:
+                    _set_unit_geometry(unit, stride, dilation, post_stride)
+                else:
+                    _set_unit_geometry(unit, 1, dilation, dilation)
         self.current_output_stride = output_stride
         self.strides, self.dilations = plan.strides, plan.block_rates
 

@@ -1,11 +1,12 @@
 # Tab. 7, DeepLabv3 (85.7 on VOC 2012 *test*): the test-set model, stage 2 of Sec. 4.1 / 4.3. The
-# COCO-pretrained stage-1 model (`deeplabv3-aspp_r101-d16-mg124-coco-pre_...`) is "further fine-
+# COCO-pretrained stage-1 model (`deeplabv3-aspp_r101-d16-coco-pre_...`) is "further fine-
 # tuned on the official PASCAL VOC 2012 trainval set": output stride 8 "so that annotation details
 # are kept", batch normalisation frozen, lr 0.001 for another 30K iterations, and bootstrapping on
 # hard images (images containing bicycle, chair, dining table, potted plant or sofa are duplicated;
 # the paper does not say how often: `repeat_factor`). The test set has no public labels:
 # `tools/test.py ... --tta` (OS 8, MS, flip) writes the predictions as PNGs for the evaluation
-# server instead of computing a mIoU.
+# server instead of computing a mIoU. Geometry: stage 1's, torchvision's COCO weights' (no
+# multi-grid, contracted rates), here at OS 8 as those weights were trained.
 _base_ = [
     '../_base_/models/deeplabv3-aspp_r101.py', '../_base_/datasets/voc12trainval_513x513.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_30k_stage2.py'
@@ -16,13 +17,13 @@ frozen_bn = dict(type='SyncBN', momentum=0.0003, requires_grad=True)
 model = dict(
     output_stride=8,
     backbone=dict(
-        stem='torchvision', multi_grid=(1, 2, 4), norm_cfg=frozen_bn, norm_eval=True,
-        init_cfg=None),
+        stem='torchvision', multi_grid=(1, 1, 1), contract_dilation=True, norm_cfg=frozen_bn,
+        norm_eval=True, init_cfg=None),
     decode_head=dict(
         atrous_rates=(6, 12, 18), image_pooling=True, project_dropout=0.5, num_extra_convs=1,
         dropout_ratio=0.0, norm_cfg=frozen_bn, norm_eval=True))
 # Start from stage 1: the COCO-pretrained model fine-tuned on trainaug.
-load_from = ('work_dirs/deeplabv3-aspp_r101-d16-mg124-coco-pre_1xb16-30k_voc12aug-513x513/'
+load_from = ('work_dirs/deeplabv3-aspp_r101-d16-coco-pre_1xb16-30k_voc12aug-513x513/'
              'iter_30000.pth')
 train_dataloader = dict(
     sampler=dict(
