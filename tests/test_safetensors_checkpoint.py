@@ -272,19 +272,9 @@ def test_train_resume_from_safetensors_is_refused(published, data_env, tmp_path)
     assert f'Cannot resume from {weights!r}' in proc.stderr
 
 
-def _dispatches_safetensors(path: str) -> bool:
-    """Whether load_local_checkpoint (mmengine's '' scheme) already hands *.safetensors here."""
-    try:
-        return 'state_dict' in load_local_checkpoint(path)
-    except CheckpointError:
-        return False
-
-
 def test_test_py_evaluates_a_published_safetensors_model(published, data_env, tmp_path):
     """Same mIoU from the published file as from the training checkpoint (issue #20)."""
     checkpoint, weights, _ = published
-    if not _dispatches_safetensors(weights):
-        pytest.skip('load_local_checkpoint does not dispatch *.safetensors yet (issue #20)')
     scores = []
     for path, name in ((checkpoint, 'pth'), (weights, 'safetensors')):
         proc = check_ok(run(eval_cmd(path, str(tmp_path / name)), data_env))
@@ -295,8 +285,6 @@ def test_test_py_evaluates_a_published_safetensors_model(published, data_env, tm
 def test_inference_api_inferencer_and_pretrained_init_load_safetensors(published, data_env):
     """init_model, DeepLabV3Inferencer and init_cfg's Pretrained take the published file."""
     checkpoint, weights, _ = published
-    if not _dispatches_safetensors(weights):
-        pytest.skip('load_local_checkpoint does not dispatch *.safetensors yet (issue #20)')
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
