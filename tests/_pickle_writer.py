@@ -5,12 +5,10 @@
 :func:`write_checkpoint` puts a pickle into a zip checkpoint (torch's default format), a legacy
 (``_use_new_zipfile_serialization=False``) file or a raw pickle file.
 """
-import io
 import pickle
 import struct
-import zipfile
 
-import torch
+from tools_testutils import load_tool
 
 FORMS = ('zip', 'legacy', 'raw')
 
@@ -147,28 +145,8 @@ def in_checkpoint(payload: 'Ops', where: str = 'meta') -> Ops:
     return ops.setitems()
 
 
-def _zip_bytes(pickle_data: bytes) -> bytes:
-    """A zip checkpoint as torch.save writes it, with ``pickle_data`` as its data.pkl."""
-    buffer = io.BytesIO()
-    torch.save({}, buffer)
-    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as target:
-        for info in source.infolist():
-            data = pickle_data if info.filename.endswith('/data.pkl') else source.read(info)
-            target.writestr(info.filename, data)
-    return out.getvalue()
-
-
-def _legacy_bytes(pickle_data: bytes) -> bytes:
-    header = b''.join(pickle.dumps(x, 2) for x in (
-        0x1950a86a20f9469cfc6c, 1001,
-        dict(protocol_version=1001, little_endian=True, type_sizes=dict(short=2, int=4, long=4))))
-    return header + pickle_data + pickle.dumps([], 2)
-
-
-def checkpoint_bytes(pickle_data: bytes, form: str) -> bytes:
-    return {'zip': _zip_bytes, 'legacy': _legacy_bytes, 'raw': bytes}[form](pickle_data)
+#: The three file forms, written as the fuzz tool writes them (one writer for both).
+checkpoint_bytes = load_tool('fuzz_checkpoint_loader').checkpoint_bytes
 
 
 def write_checkpoint(path: str, pickle_data: bytes, form: str) -> str:

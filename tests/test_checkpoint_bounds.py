@@ -127,11 +127,15 @@ def _hooks_with_attributes(ops):
 
 def _growing_storage():
     """A tensor of 10**8 floats over a storage of 1 (legacy storages grow to fit the view)."""
-    storage = lambda o: o.arg(('storage', lambda p: p.glob('torch', 'FloatStorage'), '0', 'cpu',
-                               1, None)).binpersid()
-    hooks = lambda o: o.glob('collections', 'OrderedDict').empty_tuple().reduce()
-    return Ops().call('torch._utils', '_rebuild_tensor_v2', storage, 0, (10**8, ), (1, ), False,
-                      hooks)
+    return Ops().arg(_tensor((10**8, ), (1, )))
+
+
+def _many_tensor_objects(count=20000, dims=64):
+    """Tensors of 64 dims over one 1-element storage: each costs torch far more than its bytes."""
+    ops = Ops().empty_list().mark()
+    for _ in range(count):
+        ops.arg(_tensor((1, ) * dims, (0, ) * dims))
+    return ops.raw(b'e')
 
 
 PAYLOADS = {
@@ -153,13 +157,12 @@ PAYLOADS = {
     'short_string': (_short_string(), 'a malformed pickle'),
     'counter_stand_in': (_counter_record(), 'a Counter of other than integers'),
     'growing_storage': (_growing_storage(), ('a tensor outside its storage',
-                                              'persistent id other than a tensor storage')),
+                                             'persistent id other than a tensor storage')),
     # the attacker's pass on this loader
     'colliding_int_keys': (_colliding_int_keys(), 'dict keys other than scalars'),
     'utf8_encode': (_utf8_encode(), '_codecs.encode called with unexpected arguments'),
-    'many_tensor_objects': (Ops().empty_list().mark().arg(lambda o: [
-        o.arg(_tensor((1, ) * 64, (0, ) * 64)) for _ in range(20000)]).raw(b'e'),
-        ('taking more memory than a file', 'persistent id other than a tensor storage')),
+    'many_tensor_objects': (_many_tensor_objects(), ('taking more memory than a file',
+                                                     'persistent id other than a tensor storage')),
     'broadcast_view': (Ops().arg(_tensor((10**10, ), (0, ))),
                        ('more elements than its storage', 'persistent id other than')),
     'hooks_with_attributes': (Ops().arg(_tensor((1, ), (1, ), hooks=_hooks_with_attributes)),

@@ -251,7 +251,8 @@ def write_mutants(source: str, work_dir: str, cases: int, seed: int, marker: str
         kind = mode if mode != 'both' else ('mutate', 'opcodes')[case % 2]
         path = osp.join(work_dir, f'case{case:05d}.{kind}.{form}.pth')
         if kind == 'opcodes':
-            write_pickle(path, random_pickle(rng, marker), form)
+            with open(path, 'wb') as f:
+                f.write(checkpoint_bytes(random_pickle(rng, marker), form))
         elif form == 'zip':
             with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as out:
                 for info, data in infos:
@@ -265,30 +266,28 @@ def write_mutants(source: str, work_dir: str, cases: int, seed: int, marker: str
     return paths
 
 
-def write_pickle(path: str, pickle_data: bytes, form: str) -> None:
-    """``pickle_data`` as the data of a zip checkpoint, a legacy file or a raw pickle."""
+def checkpoint_bytes(pickle_data: bytes, form: str) -> bytes:
+    """``pickle_data`` as the data of a zip checkpoint (torch.save's layout), a legacy file or a
+    raw pickle (the three forms torch.load reads; the attack tests write theirs with it too)."""
     import io
 
     import torch
     if form == 'raw':
-        data = pickle_data
-    elif form == 'legacy':
+        return pickle_data
+    if form == 'legacy':
         header = b''.join(pickle.dumps(x, 2) for x in (
             torch.serialization.MAGIC_NUMBER, torch.serialization.PROTOCOL_VERSION,
             dict(protocol_version=1001, little_endian=True,
                  type_sizes=dict(short=2, int=4, long=4))))
-        data = header + pickle_data + pickle.dumps([], 2)
-    else:
-        buffer = io.BytesIO()
-        torch.save({}, buffer)
-        source, out = zipfile.ZipFile(io.BytesIO(buffer.getvalue())), io.BytesIO()
-        with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as target:
-            for info in source.infolist():
-                target.writestr(info.filename, pickle_data if info.filename.endswith('/data.pkl')
-                                else source.read(info))
-        data = out.getvalue()
-    with open(path, 'wb') as f:
-        f.write(data)
+        return header + pickle_data + pickle.dumps([], 2)
+    buffer = io.BytesIO()
+    torch.save({}, buffer)
+    source, out = zipfile.ZipFile(io.BytesIO(buffer.getvalue())), io.BytesIO()
+    with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, pickle_data if info.filename.endswith('/data.pkl')
+                            else source.read(info))
+    return out.getvalue()
 
 
 def run_children(paths, batch: int):
