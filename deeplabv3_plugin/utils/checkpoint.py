@@ -35,6 +35,7 @@ from .pickle_scan import Node, ScanResult, scan_pickle
 from .safe_globals import (NDARRAY, NUMERIC_DTYPES, ArrayRecord, CheckpointError, DtypeRecord,
                            HistoryBufferRecord, Record, ScalarRecord, StatisticRecord,
                            UnsafeCheckpointError, _Marker, _refuse, _require, torch_safe_globals)
+from .safetensors_checkpoint import is_safetensors_file, load_safetensors_checkpoint
 
 __all__ = ['CheckpointError', 'UnsafeCheckpointError', 'load_local_checkpoint', 'memory_budget']
 
@@ -243,7 +244,6 @@ def _stand_ins() -> Iterator[None]:
         serialization.add_safe_globals(before + added)
 
 
-
 def _env_flag(name: str) -> bool:
     return os.getenv(name, '0').lower() in ('1', 'y', 'yes', 'true')
 
@@ -271,7 +271,6 @@ def load_local_checkpoint(filename: str,
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    from .safetensors_checkpoint import is_safetensors_file, load_safetensors_checkpoint
     if is_safetensors_file(filename):  # no pickle at all
         return load_safetensors_checkpoint(filename, map_location)
     if _env_flag('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):

@@ -1,4 +1,4 @@
-"""What a checkpoint's pickle may hold, as :mod:`.pickle_scan` sees it without building it.
+r"""What a checkpoint's pickle may hold, as :mod:`.pickle_scan` sees it without building it.
 
 Values on the scan's stack are scalars (kept as they are), :class:`Bytes` (only a length) or
 :class:`Node`\ s (containers, tuples, globals, the results of calls). :data:`GLOBALS_ALLOWED` is
@@ -15,9 +15,10 @@ __all__ = ['Bytes', 'CALLS', 'CONTAINERS', 'GLOBALS_ALLOWED', 'Node', 'STORAGE_T
            'call_result', 'describe', 'is_global', 'is_scalar', 'is_tuple']
 
 #: The legacy storage classes of plain dtypes (no quantized storages), by global name.
-STORAGE_TYPES = {f'torch.{name}Storage': torch.serialization.StorageType(f'{name}Storage').dtype
-                  for name in ('Bool', 'Byte', 'Char', 'Short', 'Int', 'Long', 'Half', 'BFloat16',
-                               'Float', 'Double', 'ComplexFloat', 'ComplexDouble')}
+STORAGE_TYPES = {
+    f'torch.{name}Storage': torch.serialization.StorageType(f'{name}Storage').dtype
+    for name in ('Bool', 'Byte', 'Char', 'Short', 'Int', 'Long', 'Half', 'BFloat16', 'Float',
+                 'Double', 'ComplexFloat', 'ComplexDouble')}
 _REBUILD_TENSOR = ('torch._utils._rebuild_tensor', 'torch._utils._rebuild_tensor_v2')
 #: Globals a checkpoint may name; everything else is refused before torch sees the file.
 GLOBALS_ALLOWED = frozenset((
@@ -79,6 +80,7 @@ def describe(value: Any) -> str:
     if type(value) is Node:
         return f'{value.name} (a {value.kind})' if value.name else f'a {value.kind}'
     return f'a {type(value).__name__}' if type(value) is not Bytes else 'bytes'
+
 
 # --- what each callable may be given --------------------------------------------------------------
 def _odict(scan: Any) -> str:

@@ -55,6 +55,9 @@ class _Scanner:
         self.memo: Dict[int, Any] = {}
         self.views: Dict[str, Tuple[torch.dtype, int]] = {}  # legacy storage views
         self.ops, self.buffer = 0, None  # buffer: the raw bytes, set by scan_pickle
+        # the opcodes with a method of their own, looked up once rather than per opcode
+        self.handlers = {name: getattr(self, '_' + name.lower()) for name in OPCODES
+                         if hasattr(self, '_' + name.lower())}
 
     def _pop(self) -> Any:
         _require(bool(self.stack), 'a pickle that pops an empty stack')
@@ -128,7 +131,7 @@ class _Scanner:
                          'a pickle that ends with other than one value')
                 return self.stack[0]
             else:
-                getattr(self, '_' + name.lower())(arg)
+                self.handlers[name](arg)
         _refuse('a truncated pickle')  # genops stops only at STOP
 
     def _proto(self, arg: int) -> None:

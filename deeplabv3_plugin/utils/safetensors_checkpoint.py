@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as serialize_tensors
 
 from ..engine.errors import UserInputError
-from .checkpoint import CheckpointError
+from .safe_globals import CheckpointError
 
 __all__ = [
     'META_KEY', 'check_resumable', 'is_safetensors_file', 'load_safetensors_checkpoint',
