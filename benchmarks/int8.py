@@ -1,8 +1,8 @@
 """The int8 rows of the benchmark: the plugin's model exported, quantized and run by ONNX Runtime.
 
 For one benchmark model, :func:`onnx_variants` exports the float32 graph
-(:mod:`deeplabv3_plugin.utils.onnx_export`, BN folded), quantizes it as
-``tools/export_onnx.py --int8`` does (:mod:`deeplabv3_plugin.utils.onnx_int8`, calibrated on
+(:mod:`deeplabv3_plugin.deploy.export`, BN folded), quantizes it as
+``tools/export_onnx.py --int8`` does (:mod:`deeplabv3_plugin.deploy.int8`, calibrated on
 generated SyntheticShapes images at the benchmark size) and returns calls that run each graph
 on the benchmark image and take the argmax, the same work as ``test_step`` (normalisation,
 network, upsampling, argmax). :func:`profile_by_op` shows where the int8 time goes.
@@ -19,8 +19,8 @@ import torch
 
 from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
-from deeplabv3_plugin.utils.onnx_export import INPUT_NAME, export_onnx
-from deeplabv3_plugin.utils.onnx_int8 import calibration_images, int8_summary, quantize_int8
+from deeplabv3_plugin.deploy.export import INPUT_NAME, export_onnx
+from deeplabv3_plugin.deploy.int8 import calibration_images, int8_summary, quantize_int8
 
 CALIBRATION_IMAGES = 4  # calibration holds every activation of every image in memory
 

@@ -28,9 +28,9 @@ from benchmarks.bf16_accuracy import _CollectPredictions, format_accuracy  # noq
 from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn  # noqa: E402
 from deeplabv3_plugin.apis.inference import build_segmentor  # noqa: E402
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes  # noqa: E402
-from deeplabv3_plugin.engine.tool_options import use_onnx_model  # noqa: E402
-from deeplabv3_plugin.utils.onnx_export import export_onnx  # noqa: E402
-from deeplabv3_plugin.utils.onnx_int8 import quantize_int8  # noqa: E402
+from deeplabv3_plugin.engine.tool_options import use_exported_model  # noqa: E402
+from deeplabv3_plugin.deploy.export import export_onnx  # noqa: E402
+from deeplabv3_plugin.deploy.int8 import quantize_int8  # noqa: E402
 
 CALIBRATION_IMAGES = 32
 SECOND_SET_IMAGES = 80
@@ -52,7 +52,7 @@ def _test(cfg: Config, model: str, name: str, work_dir: str) -> tuple:
     cfg.experiment_name = name
     cfg.visualizer.name = f'visualizer_{name}'
     if model.endswith('.onnx'):
-        use_onnx_model(cfg, model)
+        use_exported_model(cfg, model)
     else:
         cfg.load_from = model
         cfg.custom_hooks = [dict(type='FastInferenceHook')]

@@ -5,6 +5,6 @@ Importing it registers the models, datasets and samplers in mmseg's registries a
 ``deeplabv3_plugin.runtime`` opts in to safe checkpoint loading and CPU distributed runs.
 """
 from .version import __version__
-from . import apis, datasets, engine, models, registry  # noqa: F401
+from . import apis, datasets, deploy, engine, models, registry  # noqa: F401
 
 __all__ = ['__version__']

@@ -1,4 +1,4 @@
-"""tools/export_onnx.py and deeplabv3_plugin.utils.onnx_export on small models.
+"""tools/export_onnx.py and deeplabv3_plugin.deploy.export on small models.
 
 Image pooling is where exported DeepLabV3 graphs usually lose their dynamic sizes, so the
 exported graph is run by ONNX Runtime at sizes and batch sizes other than the traced one and
@@ -23,7 +23,7 @@ from mmseg.structures import SegDataSample
 
 from deeplabv3_plugin.apis.inference import build_segmentor
 from deeplabv3_plugin.engine.errors import UserInputError
-from deeplabv3_plugin.utils.onnx_export import export_onnx, parse_shape, run_onnxruntime
+from deeplabv3_plugin.deploy.export import export_onnx, parse_shape, run_onnxruntime
 from deeplabv3_plugin.utils.torchvision_convert import convert_torchvision_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

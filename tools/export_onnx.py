@@ -7,11 +7,11 @@ are dynamic. After writing OUT.onnx the tool runs it with ONNX Runtime on random
 ``--check-shapes`` sizes, prints the largest difference to PyTorch for each, and exits with
 status 1 if one exceeds ``--tolerance`` (relative to the largest logit). Bad input (paths, a
 checkpoint for another model, shapes) prints one paragraph and exits with status 2. The logic
-lives in :mod:`deeplabv3_plugin.utils.onnx_export`.
+lives in :mod:`deeplabv3_plugin.deploy.export`.
 
 ``--int8 --calib-dir DIR [--calib-num N]`` writes an int8 model instead (ONNX Runtime's static
 QDQ quantization, per-channel weights, calibrated on N images of DIR; see
-:mod:`deeplabv3_plugin.utils.onnx_int8`): the float32 graph is checked as above, then the tool
+:mod:`deeplabv3_plugin.deploy.int8`): the float32 graph is checked as above, then the tool
 lists which operators run in int8 and which stay float, and how many argmax pixels of the int8
 model equal PyTorch's. Its mIoU: ``python tools/test.py CONFIG OUT.onnx`` (same dataset and metric
 as the checkpoint).
@@ -25,8 +25,9 @@ from mmengine.config import DictAction
 from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn
 from deeplabv3_plugin.apis.inference import build_segmentor
 from deeplabv3_plugin.engine.errors import UserInputError, run_tool
-from deeplabv3_plugin.utils.onnx_export import compare_with_pytorch, export_onnx, parse_shape
-from deeplabv3_plugin.utils.onnx_int8 import calibration_images, int8_summary, quantize_int8
+from deeplabv3_plugin.deploy.export import compare_with_pytorch, export_onnx, parse_shape
+from deeplabv3_plugin.deploy.int8 import (CALIBRATION_IMAGES, calibration_images, int8_summary,
+                                          quantize_int8)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,8 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'weights) with ONNX Runtime, calibrated on --calib-dir images')
     parser.add_argument('--calib-dir', metavar='DIR',
                         help='--int8: folder of calibration images (e.g. training JPEGImages)')
-    parser.add_argument('--calib-num', type=int, default=32, metavar='N',
-                        help='--int8: calibration images, the first N by name (default: 32)')
+    parser.add_argument('--calib-num', type=int, default=CALIBRATION_IMAGES, metavar='N',
+                        help='--int8: calibration images, the first N by name (default: '
+                        '%(default)s)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
         help='override config entries, e.g. model.decode_head.num_classes=5')

@@ -10,8 +10,11 @@ A video (anything mmcv's ``VideoReader`` opens: .mp4, .avi, ...) becomes ``<name
 (written with OpenCV's ``VideoWriter``; mmcv 2.x has no writer).
 A folder contributes its images and videos (not recursively). A file that cannot be read is
 named on stderr and skipped; the others are still written, and the exit status is 1. The model
-is the plugin's :class:`~deeplabv3_plugin.apis.DeepLabV3Inferencer` (mmseg's inferencer, on the
-fast path); ``--output-stride``, ``--tta`` and ``--bf16`` mean what they mean in ``tools/test.py``.
+is the plugin's :class:`~deeplabv3_plugin.apis.DeepLabV3Inferencer` (mmseg's inferencer) on the
+engine ``--backend auto`` picks: the fastest measured on this kind of CPU that holds accuracy
+(int8 where it pays, from a graph exported once per checkpoint and cached); the log says which
+and why. ``--output-stride``, ``--tta``, ``--precision``, ``--calib-dir`` and ``--bf16`` mean what
+they mean in ``tools/test.py``.
 """
 import argparse
 import os
@@ -26,6 +29,8 @@ from mmengine.utils import ProgressBar
 from PIL import Image
 
 from deeplabv3_plugin.apis import DeepLabV3Inferencer
+from deeplabv3_plugin.deploy.engines import BACKEND_CHOICES, PRECISION_CHOICES
+from deeplabv3_plugin.deploy.int8 import CALIBRATION_IMAGES
 from deeplabv3_plugin.engine import load_config, run_tool
 from deeplabv3_plugin.engine.tool_options import (check_checkpoint_arg, enable_tta,
                                                   set_test_output_stride)
@@ -44,7 +49,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='predict at output stride N (e.g. 8 for a model trained at 16)')
     parser.add_argument('--tta', action='store_true',
                         help="multi-scale + flip (the config's tta_pipeline)")
-    parser.add_argument('--bf16', action='store_true', help='bf16 autocast on the fast path')
+    parser.add_argument('--backend', default='auto', help=', '.join(BACKEND_CHOICES) +
+                        ' (default: auto, the fastest measured on this kind of CPU that holds '
+                        'accuracy)')
+    parser.add_argument('--precision', default='auto', help=', '.join(PRECISION_CHOICES) +
+                        ' (default: auto)')
+    parser.add_argument('--calib-dir', metavar='DIR', help='int8: calibration images (default: '
+                        "the config's training split)")
+    parser.add_argument('--calib-num', type=int, default=CALIBRATION_IMAGES, metavar='N',
+                        help='int8: calibration images (default: %(default)s)')
+    parser.add_argument('--bf16', action='store_true', help='--precision bf16 (PyTorch: bf16 '
+                        'autocast on the fast path)')
     parser.add_argument('--no-fast', action='store_true', help='run the model as trained')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda[:N]' (%(default)s)")
     parser.add_argument('--opacity', type=float, default=0.5,
@@ -113,7 +128,9 @@ def main(argv=None) -> int:
     if args.tta:
         enable_tta(cfg)
     inferencer = DeepLabV3Inferencer(cfg, weights=args.checkpoint, device=args.device,
-                                     fast=not args.no_fast, bf16=args.bf16)
+                                     fast=not args.no_fast, bf16=args.bf16,
+                                     backend=args.backend, precision=args.precision,
+                                     calib_dir=args.calib_dir, calib_num=args.calib_num)
     inferencer.show_progress = False
     palette = np.array(inferencer.model.dataset_meta['palette'], dtype=np.uint8)
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from mmcv.transforms import Compose, LoadAnnotations, LoadImageFromFile, TestTimeAug
 from mmengine import Config
+from mmengine.logging import print_log
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -15,6 +16,9 @@ from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
 from ..datasets.transforms import CheckSegSample
+from ..deploy.artifacts import exported_model
+from ..deploy.engines import choose_engine
+from ..deploy.int8 import CALIBRATION_IMAGES
 from ..engine.checkpoint_checks import checkpoint_state_dict, check_state_dict_fits
 from ..engine.config_checks import check_cfg_options, check_file_exists, load_config
 from ..engine.errors import UserInputError
@@ -69,16 +73,35 @@ def build_segmentor(config: Union[str, Path, Config], checkpoint: Optional[str] 
 def init_model(config: Union[str, Path, Config], checkpoint: Optional[str] = None,
                device: str = 'cpu', fast: bool = True, bf16: bool = False,
                force_bf16: bool = False, compile: bool = False,
-               cfg_options: Optional[dict] = None) -> nn.Module:
+               cfg_options: Optional[dict] = None, backend: str = 'pytorch',
+               precision: str = 'auto', calib_dir: Optional[str] = None,
+               calib_num: int = CALIBRATION_IMAGES) -> nn.Module:
     """:func:`build_segmentor`, then (``fast=True``) its :class:`FastInferenceModel`; ``bf16``
-    only where it pays (GPU, native-bf16 CPU), ``force_bf16`` everywhere."""
+    only where it pays (GPU, native-bf16 CPU), ``force_bf16`` everywhere. ``backend``
+    ``'onnxruntime'``/``'openvino'`` (or ``'auto'``: the fastest engine measured on this kind of
+    CPU that holds accuracy) returns an ``ExportedSegmentor`` of the checkpoint's cached graph
+    in ``precision`` (``'auto'``, ``'fp32'``, ``'bf16'``, ``'int8'``)."""
     if (bf16 or force_bf16 or compile) and not fast:
         raise ValueError('init_model: bf16=True or compile=True needs fast=True')
+    if bf16 and precision not in ('auto', 'bf16'):
+        raise ValueError(f'init_model: bf16=True and precision={precision!r}: choose one')
+    engine, reason = choose_engine(backend, 'bf16' if bf16 else precision, 'fast', device)
     model = build_segmentor(config, checkpoint, cfg_options, device=device)
+    print_log(f'init_model: {reason}', logger='current')
+    if engine.exported:
+        if checkpoint is None or not fast:
+            raise ValueError(f'init_model(backend={backend!r}): {engine} runs a checkpoint\'s '
+                             'exported graph: pass checkpoint=... and keep fast=True')
+        exported = MODELS.build(exported_model(model.cfg, checkpoint, engine.backend,
+                                               engine.precision, None, calib_dir, calib_num))
+        exported.cfg, exported.dataset_meta = model.cfg, model.dataset_meta
+        return exported
     if not fast:
         return model
-    bf16 = resolve_bf16(bf16, force_bf16, device, what='init_model(bf16=True)')
-    return FastInferenceModel(model, bf16=bf16, compile=compile, copy_model=False)
+    bf16 = resolve_bf16(engine.precision == 'bf16', force_bf16, device,
+                        what='init_model(bf16=True)')
+    return FastInferenceModel(model, bf16=bf16, compile=compile or engine.compile,
+                              copy_model=False)
 
 
 def is_step(step: dict, classes) -> bool:

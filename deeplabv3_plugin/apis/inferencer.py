@@ -5,9 +5,13 @@ from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.model import BaseTTAModel
 from mmseg.apis import MMSegInferencer
-from mmseg.registry import INFERENCERS
+from mmengine.logging import print_log
+from mmseg.registry import INFERENCERS, MODELS
 
 from .. import registry  # noqa: F401  (the deeplabv3_plugin config scope, see its docstring)
+from ..deploy.artifacts import exported_model
+from ..deploy.engines import choose_engine
+from ..deploy.int8 import CALIBRATION_IMAGES
 from ..engine.errors import UserInputError
 from .fast_inference import FastInferenceModel
 from .inference import inference_pipeline
@@ -18,14 +22,29 @@ __all__ = ['DeepLabV3Inferencer']
 @INFERENCERS.register_module()
 class DeepLabV3Inferencer(MMSegInferencer):
     """``MMSegInferencer`` (same arguments) that also reads ``SegTTAModel`` configs (multi-scale
-    + flip) and label steps inside ``TestTimeAug``; ``fast``: channels_last with BN folded (same
-    predictions), with ``bf16`` autocast if asked. ``model`` is required: a config built from the
-    checkpoint (``model=None``) would mean running the checkpoint's text."""
+    + flip) and label steps inside ``TestTimeAug``. ``backend`` (``'auto'``: the fastest engine
+    measured on this kind of CPU that holds accuracy, the log says which and why; ``'pytorch'``,
+    ``'onnxruntime'``, ``'openvino'``) and ``precision`` (``'auto'``, ``'fp32'``, ``'bf16'``,
+    ``'int8'``, calibrated on ``calib_num`` images of the training split or ``calib_dir``) pick
+    the engine; on PyTorch ``fast`` means channels_last with BN folded (same predictions), with
+    ``bf16`` autocast if asked. ``model`` is required: a config built from the checkpoint
+    (``model=None``) would mean running the checkpoint's text."""
 
     def __init__(self, model: Union[str, Config, dict, None], weights: Optional[str] = None,
-                 *args, fast: bool = True, bf16: bool = False, **kwargs) -> None:
+                 *args, fast: bool = True, bf16: bool = False, backend: str = 'auto',
+                 precision: str = 'auto', calib_dir: Optional[str] = None,
+                 calib_num: int = CALIBRATION_IMAGES, **kwargs) -> None:
         if bf16 and not fast:
             raise ValueError('DeepLabV3Inferencer: bf16=True needs fast=True')
+        if not fast and backend == 'auto':
+            backend = 'pytorch'
+        device = kwargs.get('device') or (args[3] if len(args) > 3 else None) or 'cpu'
+        engine, reason = choose_engine(backend, 'bf16' if bf16 else precision, 'fast',
+                                       str(device))
+        if engine.exported and (weights is None or not fast):
+            raise UserInputError(f'DeepLabV3Inferencer(backend={backend!r}): {engine} runs the '
+                                 "checkpoint's exported graph: pass weights=... and keep "
+                                 'fast=True')
         if model is None:  # mmengine would run the config text stored in the checkpoint
             raise UserInputError(
                 f'DeepLabV3Inferencer(model=None, weights={weights!r}): building the model from '
@@ -34,12 +53,26 @@ class DeepLabV3Inferencer(MMSegInferencer):
                 f'DeepLabV3Inferencer(model="configs/....py", weights={weights!r}).')
         import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
         super().__init__(model, weights, *args, **kwargs)
-        if fast:
-            options = dict(bf16=bf16, copy_model=False)
-            if isinstance(self.model, BaseTTAModel):
-                self.model.module = FastInferenceModel(self.model.module, **options)
-            else:
-                self.model = FastInferenceModel(self.model, **options)
+        print_log(f'DeepLabV3Inferencer: {reason}', logger='current')
+        self.engine = engine
+        tta = isinstance(self.model, BaseTTAModel)
+        segmentor = self.model.module if tta else self.model
+        if engine.exported:
+            config = self.cfg.copy()
+            config.model = self.cfg.model.get('module', self.cfg.model)
+            replacement = MODELS.build(exported_model(config, weights, engine.backend,
+                                                      engine.precision, None, calib_dir,
+                                                      calib_num))
+            replacement.dataset_meta = self.model.dataset_meta
+        elif fast:
+            replacement = FastInferenceModel(segmentor, bf16=engine.precision == 'bf16',
+                                             compile=engine.compile, copy_model=False)
+        else:
+            return
+        if tta:
+            self.model.module = replacement
+        else:
+            self.model = replacement
 
     def _init_pipeline(self, cfg) -> Compose:
         return Compose(inference_pipeline(cfg.test_dataloader.dataset.pipeline))

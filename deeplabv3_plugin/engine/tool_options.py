@@ -13,6 +13,7 @@ from mmengine.runner import find_latest_checkpoint
 from mmseg.registry import MODELS
 
 from ..models.utils import check_output_stride
+from ..deploy.int8 import CALIBRATION_IMAGES
 from ..utils.cpu_features import bf16_slowdown, cpu_features, resolve_bf16
 from ..utils.safetensors_checkpoint import check_resumable
 from . import bf16_optim_wrapper  # noqa: F401  (registers BF16AutocastOptimWrapper)
@@ -22,7 +23,7 @@ from .errors import UserInputError
 __all__ = [
     'add_custom_hook', 'check_checkpoint_arg', 'enable_amp', 'enable_fast_inference', 'enable_tta',
     'enable_visualization', 'set_resume', 'set_test_output_dir', 'set_test_output_stride',
-    'set_work_dir', 'use_onnx_model'
+    'set_inference_engine', 'set_work_dir', 'use_exported_model'
 ]
 
 
@@ -71,14 +72,14 @@ def add_custom_hook(cfg: Config, hook: dict) -> None:
 
 
 def enable_fast_inference(cfg: Config, enabled: bool = True, bf16: bool = False,
-                          force_bf16: bool = False) -> None:
+                          force_bf16: bool = False, compile: bool = False) -> None:
     """Test through ``FastInferenceHook`` (channels_last, BN folded, ``--bf16`` where it pays)."""
     if (bf16 or force_bf16) and not enabled:
         raise UserInputError('--bf16 runs on the fast inference path; drop --no-fast to use it.')
     bf16 = resolve_bf16(bf16, force_bf16, get_device(), what='--bf16')
     if enabled:
         add_custom_hook(cfg, dict(type='FastInferenceHook', channels_last=True, fuse_bn=True,
-                                  bf16=bf16))
+                                  bf16=bf16, compile=compile))
 
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
@@ -178,17 +179,59 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
                   logger='current')
 
 
-def use_onnx_model(cfg: Config, onnx_file: str, conflicts: Sequence[str] = ()) -> None:
-    """``tools/test.py CONFIG model.onnx``; ``conflicts``: the PyTorch-only options given."""
-    from ..apis import onnx_model  # noqa: F401  (registers ONNXRuntimeSegmentor)
-    check_file_exists(onnx_file, 'ONNX model', 'Expected an .onnx file written by '
-                      'tools/export_onnx.py.')
-    if conflicts:
-        raise UserInputError(f'{", ".join(conflicts)}: not for an ONNX model ({onnx_file!r}); its '
-                             'output stride and precision were fixed when it was exported.')
-    cfg.model = dict(type='ONNXRuntimeSegmentor', onnx_file=onnx_file,
-                     data_preprocessor=cfg.model.data_preprocessor,
-                     align_corners=cfg.model.decode_head.get('align_corners', False))
+def use_exported_model(cfg: Config, onnx_file: str, backend: str = 'onnxruntime',
+                       precision: str = 'fp32') -> None:
+    """Run ``cfg``'s test through the exported graph ``onnx_file`` with ``backend``
+    (:class:`~deeplabv3_plugin.deploy.segmentor.ExportedSegmentor`)."""
+    from ..deploy.segmentor import exported_model_cfg
+    cfg.model = exported_model_cfg(cfg.model, onnx_file, backend, precision)
+    cfg.load_from = None
+
+
+def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
+                         precision: str = 'auto', fast: bool = False,
+                         output_stride: Optional[int] = None, calib_dir: Optional[str] = None,
+                         calib_num: int = CALIBRATION_IMAGES, no_fast: bool = False, force_bf16: bool = False):
+    """``--backend``/``--precision`` (``auto``: the measured choice for this CPU, float32
+    predictions unless ``fast``) for ``checkpoint``: an exported graph from the cache, or the
+    PyTorch fast path (``no_fast``: as trained). Logs the engine and why; returns it (None for
+    an ``.onnx`` file, whose precision was fixed at export)."""
+    from ..deploy.engines import choose_engine
+    pytorch_only = [flag for flag, given in (('--no-fast', no_fast), ('--force-bf16', force_bf16))
+                    if given]
+    if checkpoint.endswith('.onnx'):
+        check_file_exists(checkpoint, 'ONNX model', 'Expected an .onnx file written by '
+                          'tools/export_onnx.py.')
+        given = pytorch_only + [f'--output-stride {output_stride}'] * (output_stride is not None) \
+            + [f'--precision {precision}'] * (precision != 'auto') \
+            + ['--backend pytorch'] * (backend == 'pytorch')
+        if given:
+            raise UserInputError(f'{", ".join(given)}: not for an ONNX model ({checkpoint!r}); '
+                                 'its output stride and precision were fixed when it was '
+                                 'exported. Pass the .pth checkpoint to choose them here.')
+        use_exported_model(cfg, checkpoint, 'onnxruntime' if backend == 'auto' else backend)
+        return None
+    if no_fast and backend == 'auto':
+        backend = 'pytorch'
+    engine, reason = choose_engine(backend, precision, 'fast' if fast else 'exact',
+                                   get_device(), cfg.get('launcher', 'none') != 'none')
+    if engine.exported and pytorch_only:
+        raise UserInputError(f'{", ".join(pytorch_only)}: options of the PyTorch path, but the '
+                             f'engine is {reason} Add --backend pytorch, or drop them.')
+    print_log(f'Inference engine: {reason}', logger='current')
+    if not engine.exported:
+        cfg.load_from = checkpoint
+        add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
+        enable_fast_inference(cfg, enabled=not no_fast, bf16=engine.precision == 'bf16',
+                              force_bf16=force_bf16, compile=engine.compile)
+        set_test_output_stride(cfg, output_stride)
+        return engine
+    from ..deploy.artifacts import exported_model
+    set_test_output_stride(cfg, output_stride)  # checked as on the PyTorch path
+    cfg.model = exported_model(cfg, checkpoint, engine.backend, engine.precision, output_stride,
+                               calib_dir, calib_num)
+    cfg.load_from = None
+    return engine
 
 
 def set_test_output_dir(cfg: Config, out: Optional[str]) -> None:

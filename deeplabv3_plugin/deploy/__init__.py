@@ -1,0 +1,6 @@
+"""Deployment: the ONNX export, int8 quantization, the engines that run the exported graph
+(ONNX Runtime, OpenVINO) as an mmseg segmentor, their cache, and which engine ``auto`` picks."""
+from .engines import Engine, choose_engine
+from .segmentor import ExportedSegmentor
+
+__all__ = ['Engine', 'ExportedSegmentor', 'choose_engine']
