@@ -1,12 +1,14 @@
-"""The int8 rows of the benchmark: the plugin's model exported, quantized and run by ONNX Runtime.
+"""The engine rows of the benchmark: the plugin's model exported once, quantized, and run by
+ONNX Runtime and OpenVINO.
 
 For one benchmark model, :func:`onnx_variants` exports the float32 graph
-(:mod:`deeplabv3_plugin.deploy.export`, BN folded), quantizes it as
-``tools/export_onnx.py --int8`` does (:mod:`deeplabv3_plugin.deploy.int8`, calibrated on
-generated SyntheticShapes images at the benchmark size) and returns calls that run each graph
-on the benchmark image and take the argmax, the same work as ``test_step`` (normalisation,
+(:mod:`deeplabv3_plugin.deploy.export`, BN folded), quantizes it as the tools do
+(:mod:`deeplabv3_plugin.deploy.int8`, calibrated on generated SyntheticShapes images at the
+benchmark size) and returns calls that run each graph through ``ExportedSegmentor.test_step``
+on the benchmark batch: the same work as the PyTorch rows' ``test_step`` (preprocessing,
 network, upsampling, argmax). :func:`profile_by_op` shows where the int8 time goes.
 """
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -42,15 +44,27 @@ def calibration_set(size: int, root: str) -> List[str]:
     return calibration_images(osp.join(root, 'JPEGImages'), CALIBRATION_IMAGES)
 
 
-def onnx_variants(model: torch.nn.Module, image: torch.Tensor, threads: int,
-                  work_dir: str) -> Tuple[Dict[str, Callable[[], object]], dict]:
-    """``{'onnx-fp32': call, 'onnx-int8': call}`` for ``model`` and what was left in float.
+#: Row name -> (backend, graph, precision): one export serves every engine.
+ENGINE_ROWS = {
+    'onnx-fp32': ('onnxruntime', 'onnx-fp32', 'fp32'),
+    'onnx-int8': ('onnxruntime', 'onnx-int8', 'int8'),
+    'ov-fp32': ('openvino', 'onnx-fp32', 'fp32'),
+    'ov-bf16': ('openvino', 'onnx-fp32', 'bf16'),
+    'ov-int8': ('openvino', 'onnx-int8', 'int8'),
+}
+
+
+def onnx_variants(model: torch.nn.Module, image: torch.Tensor, threads: int, work_dir: str,
+                  batch: Callable[[], dict]) -> Tuple[Dict[str, Callable[[], object]], dict]:
+    """Calls of :data:`ENGINE_ROWS` for ``model`` (OpenVINO rows where it is installed) and
+    what was left in float.
 
     Args:
         model: The plugin segmentor in eval mode (copied, not changed).
         image: The benchmark image, uint8 (3, H, W).
-        threads: ONNX Runtime intra-op threads.
+        threads: Engine intra-op threads.
         work_dir: Where the .onnx files and the calibration images go.
+        batch: Makes a fresh packed test batch of the benchmark image.
     """
     import copy
     folded = copy.deepcopy(model).cpu()
@@ -61,10 +75,15 @@ def onnx_variants(model: torch.nn.Module, image: torch.Tensor, threads: int,
     quantize_int8(files['onnx-fp32'], files['onnx-int8'],
                   calibration_set(size, osp.join(work_dir, f'calibration_{size}')))
     raw = image.float().cpu().numpy()[None]
+    from deeplabv3_plugin.deploy.segmentor import ExportedSegmentor
     calls = {}
-    for name, path in files.items():
-        session = _session(path, threads)
-        calls[name] = (lambda s=session: s.run(None, {INPUT_NAME: raw})[0].argmax(1))
+    for name, (backend, graph, precision) in ENGINE_ROWS.items():
+        if backend == 'openvino' and importlib.util.find_spec('openvino') is None:
+            continue
+        segmentor = ExportedSegmentor(
+            files[graph], model.data_preprocessor, backend, precision,
+            model.decode_head.align_corners, model.decode_head.out_channels, threads)
+        calls[name] = (lambda s=segmentor: s.test_step(batch()))
     summary = {kind: dict(ops) for kind, ops in int8_summary(files['onnx-int8']).items()}
     return calls, dict(files=files, int8_ops=summary, raw=raw)
 

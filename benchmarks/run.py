@@ -47,6 +47,7 @@ from benchmarks.measure import (PeakMemory, count_flops, matmul_reference,  # no
 from benchmarks.models import build_model, inference_batch, training_batch  # noqa: E402
 from benchmarks.report import VARIANT_HELP, format_report, machine_info  # noqa: E402
 from deeplabv3_plugin.apis import FastInferenceModel  # noqa: E402
+from deeplabv3_plugin.utils.cpu_features import cpu_features  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -84,12 +85,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='torch threads (default: %(default)s, torch\'s own choice)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--skip', nargs='+', default=[],
-                        choices=('inference', 'training', 'memory', 'bf16', 'int8'),
+                        choices=('inference', 'training', 'memory', 'bf16', 'int8', 'compile'),
                         help='parts to leave out (memory: the training-memory subprocesses; '
-                        'int8: the ONNX Runtime rows, whose export takes a minute per model)')
-    parser.add_argument('--compile', action='store_true',
-                        help='also time the plugin fast path with torch.compile (fp32, and bf16 '
-                        'unless skipped); the first call, which compiles, is reported apart')
+                        'int8: the ONNX Runtime and OpenVINO rows, whose export takes a minute '
+                        'per model; compile: the torch.compile rows, whose first call compiles '
+                        'for about a minute)')
     parser.add_argument('--all-variants', action='store_true',
                         help='also time plugin-plain, mmseg-fast and plugin-cl (channels_last '
                         'training)')
@@ -142,10 +142,10 @@ def bench_inference(depth: int, output_stride: int, args: argparse.Namespace,
         # FLOPs depend on the architecture, not on the path: count each model once, eagerly.
         flops = {name: count_flops(calls[name]) for name in ('mmseg', 'plugin')}
         compile_s = {}
-        if args.compile:
+        if 'compile' not in args.skip:
             for name, bf16 in (('plugin-compile', False), ('plugin-bf16-compile', True)):
-                if bf16 and not use_bf16:
-                    continue
+                if bf16 and not (use_bf16 and cpu_features().native_bf16):
+                    continue  # emulated bf16: the eager row already shows its cost
                 model = FastInferenceModel(plugin_model, bf16=bf16, compile=True)
                 calls[name] = (lambda m=model: m.test_step(_fresh_batch(image, args.size)))
                 started = time.perf_counter()
@@ -154,7 +154,8 @@ def bench_inference(depth: int, output_stride: int, args: argparse.Namespace,
                 models[name] = model
     int8 = None
     if 'int8' not in args.skip and device.type == 'cpu':
-        onnx_calls, int8 = onnx_variants(plugin_model, image[0], args.threads, args.work_dir)
+        onnx_calls, int8 = onnx_variants(plugin_model, image[0], args.threads, args.work_dir,
+                                         lambda: _fresh_batch(image, args.size))
         calls.update(onnx_calls)
         models.update({name: None for name in onnx_calls})
     calls['matmul-fp32'] = matmul_reference(device, torch.float32)
@@ -199,6 +200,8 @@ def bench_training_memory(name: str, depth: int, output_stride: int,
         command.append('--with-cp')
     if name == 'plugin-cl':
         command.append('--channels-last')
+    if name == 'plugin-amp':
+        command.append('--amp')
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return dict(error=done.stderr.strip().splitlines()[-1] if done.stderr else 'failed')
@@ -216,6 +219,8 @@ def bench_training(depth: int, output_stride: int, args: argparse.Namespace,
     }
     if output_stride <= 8:
         builds['plugin-cp'] = dict(impl='plugin', with_cp=True)
+    if 'bf16' not in args.skip and device.type == 'cpu':
+        builds['plugin-amp'] = dict(impl='plugin', amp=True)
     if args.all_variants:
         builds['plugin-cl'] = dict(impl='plugin')
     batch = training_batch(crop, args.train_batch_size, device)
@@ -225,7 +230,7 @@ def bench_training(depth: int, output_stride: int, args: argparse.Namespace,
                             with_cp=build.get('with_cp', False), crop=crop).train()
         if name == 'plugin-cl':
             model.to(memory_format=torch.channels_last)
-        optim_wrapper = build_optim_wrapper(model)
+        optim_wrapper = build_optim_wrapper(model, amp=build.get('amp', False))
         calls[name] = (lambda m=model, o=optim_wrapper: m.train_step(batch, o))
     times = time_alternating(calls, device, args.warmup, args.train_repeats)
     flops = {name: count_flops(call) for name, call in calls.items()}
@@ -273,6 +278,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 print(f'training R-{depth} OS {output_stride} ...', flush=True)
                 results['training'].append(bench_training(depth, output_stride, args, device))
     results['seconds'] = time.time() - started
+    results['load_average_after'] = os.getloadavg()[0]
     print(format_report(results))
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)

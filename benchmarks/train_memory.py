@@ -27,10 +27,15 @@ from benchmarks.measure import PeakMemory  # noqa: E402
 from benchmarks.models import build_model, training_batch  # noqa: E402
 
 
-def build_optim_wrapper(model: torch.nn.Module):
-    """SGD with the paper's momentum and weight decay, wrapped as mmengine's runner wraps it."""
+def build_optim_wrapper(model: torch.nn.Module, amp: bool = False):
+    """SGD with the paper's momentum and weight decay, wrapped as mmengine's runner wraps it;
+    ``amp``: as ``tools/train.py --amp`` wraps it on a CPU (bf16 autocast, channels_last)."""
     from mmengine.optim import OptimWrapper
+
+    from deeplabv3_plugin.engine.bf16_optim_wrapper import BF16AutocastOptimWrapper
     optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
+    if amp:
+        return BF16AutocastOptimWrapper(optimizer, channels_last=True)
     return OptimWrapper(optimizer)
 
 
@@ -43,6 +48,7 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, required=True)
     parser.add_argument('--with-cp', action='store_true')
     parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast + channels_last')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args()
@@ -53,7 +59,7 @@ def main() -> None:
                         with_cp=args.with_cp, crop=args.crop).train()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    optim_wrapper = build_optim_wrapper(model)
+    optim_wrapper = build_optim_wrapper(model, amp=args.amp)
     batch = training_batch(args.crop, args.batch_size, device)
     with PeakMemory(device) as first:  # the first step also creates the momentum buffers
         model.train_step(batch, optim_wrapper)

@@ -51,7 +51,7 @@ def _infer(root, config, ckpt, *args):
 def test_images_folder_and_video_unreadable_files_named_and_skipped(setup):
     root, config, ckpt, images, names = setup
     done = _infer(root, config, ckpt, str(images / names[0]), 'broken.jpg', 'missing.png',
-                  str(images), 'clip.mp4', '--out', 'out')
+                  str(images), 'clip.mp4', '--out', 'out', '--backend', 'pytorch')
     assert done.returncode == 1, done.stderr
     assert "skipped 'broken.jpg': cannot be read as an image" in done.stderr
     assert "skipped 'missing.png': no such file or folder" in done.stderr

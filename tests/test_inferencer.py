@@ -54,7 +54,7 @@ def test_deeplabv3_inferencer_reads_the_checked_pipelines(images, tmp_path):
     folder, paths = images
     cfg = tiny_demo_config()
     ckpt = save_checkpoint(cfg, str(tmp_path / 'demo.pth'), list(CLASSES), PALETTE)
-    inferencer = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu')
+    inferencer = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu', backend='pytorch')
     reference = init_model(cfg, ckpt)
     result = inferencer(paths, out_dir=str(tmp_path / 'out'))
     for path, predicted in zip(paths, result['predictions']):
@@ -69,9 +69,18 @@ def test_deeplabv3_inferencer_multi_scale_flip_on_arrays(images, tmp_path):
     cfg = tiny_demo_config()
     ckpt = save_checkpoint(cfg, str(tmp_path / 'demo.pth'), list(CLASSES), PALETTE)
     enable_tta(cfg)
-    inferencer = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu')
+    inferencer = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu', backend='pytorch')
     assert type(inferencer.model).__name__ == 'SegTTAModel'
     assert type(inferencer.model.module).__name__ == 'FastInferenceModel'
     image = np.array(Image.open(paths[0]))[..., ::-1].copy()  # BGR, as mmcv.imread gives
     sample = inferencer(image, return_datasamples=True)
     assert tuple(sample.pred_sem_seg.shape) == (40, 40)
+    # The same multi-scale + flip model on each exported engine (one cached export).
+    for backend in ('onnxruntime', 'openvino'):
+        exported = DeepLabV3Inferencer(cfg, weights=ckpt, device='cpu', backend=backend,
+                                       precision='fp32')
+        assert type(exported.model.module).__name__ == 'ExportedSegmentor'
+        assert exported.model.module.backend == backend
+        assert exported.model.dataset_meta['classes'] == list(CLASSES)
+        other = exported(image, return_datasamples=True).pred_sem_seg.data
+        assert (other == sample.pred_sem_seg.data).float().mean() >= 0.999

@@ -121,3 +121,4 @@ train_dataloader = dict(sampler=dict(
     resumed = [r for r in runs.values() if min(r) == interrupted_at]
     assert len(resumed) == 1
     assert resumed[0] == {i: whole[i] for i in range(interrupted_at, MAX_ITERS)}
+

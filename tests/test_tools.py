@@ -103,19 +103,20 @@ def test_test_output_stride_and_out(trained, data_env, tmp_path):
     _, checkpoint = trained
     out_dir = str(tmp_path / 'out')
     check_ok(run(eval_cmd(checkpoint, str(tmp_path / 'work'), '--output-stride', '8', '--out',
-                          out_dir), data_env))
+                          out_dir, '--backend', 'pytorch'), data_env))
     dumped = glob.glob(osp.join(str(tmp_path / 'work'), '*', 'tools_tiny.py'))
-    assert 'test_output_stride=8' in open(dumped[0]).read()
+    assert 'test_output_stride=8' in open(dumped[0]).read()  # exported graphs: test_engines.py
     predictions = sorted(glob.glob(osp.join(out_dir, '*.png')))
     assert [osp.basename(p) for p in predictions] == ['img_004.png', 'img_005.png']
     assert cv2.imread(predictions[0], cv2.IMREAD_UNCHANGED).shape == (40, 40)
 
 
 def test_fast_path_is_default_and_predicts_like_the_plain_path(trained, data_env, tmp_path):
-    """tools/test.py runs channels_last + folded BN by default; --no-fast runs the model as is."""
+    """On PyTorch tools/test.py runs channels_last + folded BN by default; --no-fast runs the
+    model as is (and, with --backend auto, on PyTorch)."""
     _, checkpoint = trained
     predictions, hooks = {}, {}
-    for name, flags in (('fast', []), ('plain', ['--no-fast'])):
+    for name, flags in (('fast', ['--backend', 'pytorch']), ('plain', ['--no-fast'])):
         work, out = str(tmp_path / f'work_{name}'), str(tmp_path / f'out_{name}')
         check_ok(run(eval_cmd(checkpoint, work, '--out', out, *flags), data_env))
         hooks[name] = open(glob.glob(osp.join(work, '*', 'tools_tiny.py'))[0]).read()
@@ -249,8 +250,9 @@ def test_bf16_flag_runs_bf16_only_where_native(trained, data_env, tmp_path):
 
 
 def test_amp_on_the_cpu_trains_bf16_and_resumes_across_the_switch(trained, data_env, tmp_path):
-    """--amp on a CPU is bf16 autocast (refused where bf16 is emulated, unless forced); its
-    checkpoints are float32 with the keys of a float32 run's, so a run resumes either way."""
+    """--amp on a CPU is bf16 autocast in channels_last (refused where bf16 is emulated, unless
+    forced); its checkpoints are float32 with the keys of a float32 run's, so a run resumes
+    either way, across the layout switch too."""
     work_dir, fp32_checkpoint = trained
     if not cpu_features().native_bf16:
         error = _error_of(run(train_cmd(str(tmp_path / 'refused'), '--amp'), data_env))
@@ -263,12 +265,15 @@ def test_amp_on_the_cpu_trains_bf16_and_resumes_across_the_switch(trained, data_
     proc = check_ok(run(train_cmd(bf16_dir, *amp, '--resume', osp.join(work_dir, 'iter_2.pth')),
                         data_env))
     assert 'Iter(train) [4/4]' in proc.stdout + proc.stderr
-    assert "type='BF16AutocastOptimWrapper'" in open(osp.join(bf16_dir, 'tools_tiny.py')).read()
+    dumped = open(osp.join(bf16_dir, 'tools_tiny.py')).read()
+    assert "type='BF16AutocastOptimWrapper'" in dumped and 'channels_last=True' in dumped
     from mmengine.runner.checkpoint import _load_checkpoint
     fp32 = _load_checkpoint(fp32_checkpoint, map_location='cpu')
     bf16 = _load_checkpoint(osp.join(bf16_dir, 'iter_4.pth'), map_location='cpu')
     assert bf16['state_dict'].keys() == fp32['state_dict'].keys()
     assert all(v.dtype == fp32['state_dict'][k].dtype for k, v in bf16['state_dict'].items())
+    # saved from a channels_last model: the checkpoint keeps values, the layout changes nothing
+    assert any(v.dim() == 4 and not v.is_contiguous() for v in bf16['state_dict'].values())
     assert bf16['optimizer'].keys() == fp32['optimizer'].keys()  # no loss scaler
     assert all(torch.isfinite(v).all() for v in bf16['state_dict'].values()
                if v.is_floating_point())
@@ -324,5 +329,6 @@ def test_onnx_model_refuses_pytorch_only_options(in_process, tmp_path):
     _, test_tool = in_process
     model = tmp_path / 'model.onnx'
     model.write_bytes(b'')
-    with pytest.raises(UserInputError, match='--output-stride, --bf16: not for an ONNX model'):
+    with pytest.raises(UserInputError, match='--output-stride 8, --precision bf16: not for an '
+                       'ONNX model'):
         test_tool.main([TINY_CONFIG, str(model), '--output-stride', '8', '--bf16'])

@@ -16,8 +16,7 @@ from mmseg.registry import MODELS, TRANSFORMS
 from torch import nn
 
 from ..datasets.transforms import CheckSegSample
-from ..deploy.artifacts import exported_model
-from ..deploy.engines import choose_engine
+from ..deploy.artifacts import choose_calibrated_engine, exported_model
 from ..deploy.int8 import CALIBRATION_IMAGES
 from ..engine.checkpoint_checks import checkpoint_state_dict, check_state_dict_fits
 from ..engine.config_checks import check_cfg_options, check_file_exists, load_config
@@ -85,15 +84,16 @@ def init_model(config: Union[str, Path, Config], checkpoint: Optional[str] = Non
         raise ValueError('init_model: bf16=True or compile=True needs fast=True')
     if bf16 and precision not in ('auto', 'bf16'):
         raise ValueError(f'init_model: bf16=True and precision={precision!r}: choose one')
-    engine, reason = choose_engine(backend, 'bf16' if bf16 else precision, 'fast', device)
     model = build_segmentor(config, checkpoint, cfg_options, device=device)
+    engine, reason, calibration = choose_calibrated_engine(
+        model.cfg, backend, 'bf16' if bf16 else precision, 'fast', device,
+        calib_dir=calib_dir, calib_num=calib_num)
     print_log(f'init_model: {reason}', logger='current')
     if engine.exported:
         if checkpoint is None or not fast:
             raise ValueError(f'init_model(backend={backend!r}): {engine} runs a checkpoint\'s '
                              'exported graph: pass checkpoint=... and keep fast=True')
-        exported = MODELS.build(exported_model(model.cfg, checkpoint, engine.backend,
-                                               engine.precision, None, calib_dir, calib_num))
+        exported = MODELS.build(exported_model(model.cfg, checkpoint, engine, calibration))
         exported.cfg, exported.dataset_meta = model.cfg, model.dataset_meta
         return exported
     if not fast:

@@ -9,8 +9,7 @@ from mmengine.logging import print_log
 from mmseg.registry import INFERENCERS, MODELS
 
 from .. import registry  # noqa: F401  (the deeplabv3_plugin config scope, see its docstring)
-from ..deploy.artifacts import exported_model
-from ..deploy.engines import choose_engine
+from ..deploy.artifacts import choose_calibrated_engine, exported_model
 from ..deploy.int8 import CALIBRATION_IMAGES
 from ..engine.errors import UserInputError
 from .fast_inference import FastInferenceModel
@@ -38,13 +37,6 @@ class DeepLabV3Inferencer(MMSegInferencer):
             raise ValueError('DeepLabV3Inferencer: bf16=True needs fast=True')
         if not fast and backend == 'auto':
             backend = 'pytorch'
-        device = kwargs.get('device') or (args[3] if len(args) > 3 else None) or 'cpu'
-        engine, reason = choose_engine(backend, 'bf16' if bf16 else precision, 'fast',
-                                       str(device))
-        if engine.exported and (weights is None or not fast):
-            raise UserInputError(f'DeepLabV3Inferencer(backend={backend!r}): {engine} runs the '
-                                 "checkpoint's exported graph: pass weights=... and keep "
-                                 'fast=True')
         if model is None:  # mmengine would run the config text stored in the checkpoint
             raise UserInputError(
                 f'DeepLabV3Inferencer(model=None, weights={weights!r}): building the model from '
@@ -53,6 +45,13 @@ class DeepLabV3Inferencer(MMSegInferencer):
                 f'DeepLabV3Inferencer(model="configs/....py", weights={weights!r}).')
         import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
         super().__init__(model, weights, *args, **kwargs)
+        device = kwargs.get('device') or (args[3] if len(args) > 3 else None) or 'cpu'
+        engine, reason, calibration = choose_calibrated_engine(
+            self.cfg, backend, 'bf16' if bf16 else precision, 'fast', str(device),
+            calib_dir=calib_dir, calib_num=calib_num)
+        if engine.exported and weights is None:
+            raise UserInputError(f'DeepLabV3Inferencer(backend={backend!r}): {engine} runs the '
+                                 "checkpoint's exported graph: pass weights=....")
         print_log(f'DeepLabV3Inferencer: {reason}', logger='current')
         self.engine = engine
         tta = isinstance(self.model, BaseTTAModel)
@@ -60,9 +59,7 @@ class DeepLabV3Inferencer(MMSegInferencer):
         if engine.exported:
             config = self.cfg.copy()
             config.model = self.cfg.model.get('module', self.cfg.model)
-            replacement = MODELS.build(exported_model(config, weights, engine.backend,
-                                                      engine.precision, None, calib_dir,
-                                                      calib_num))
+            replacement = MODELS.build(exported_model(config, weights, engine, calibration))
             replacement.dataset_meta = self.model.dataset_meta
         elif fast:
             replacement = FastInferenceModel(segmentor, bf16=engine.precision == 'bf16',

@@ -5,10 +5,11 @@ serves every image size, TTA scale and engine."""
 import copy
 import hashlib
 import json
+import logging
 import os
 import os.path as osp
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 from mmengine.config import Config
@@ -17,9 +18,11 @@ from mmengine.registry import init_default_scope
 
 from ..engine.errors import UserInputError
 from ..version import __version__
+from .engines import Engine, choose_engine
 from .int8 import CALIBRATION_IMAGES
 
-__all__ = ['cache_root', 'calibration_files', 'exported_graph', 'exported_model']
+__all__ = ['cache_root', 'calibration_files', 'choose_calibrated_engine', 'exported_graph',
+           'exported_model']
 
 CACHE_ENV = 'DEEPLABV3_PLUGIN_CACHE'
 
@@ -75,7 +78,7 @@ def calibration_files(cfg: Config, num: int, calib_dir: Optional[str] = None) ->
                  for i in np.linspace(0, len(dataset) - 1, min(num, len(dataset))).round()]
     except Exception as error:  # a missing split file, folder or key: say which, and the way out
         raise UserInputError(f'int8 calibration: the training split of the config '
-                             f'(train_dataloader.dataset) cannot be listed: {error}. Pass '
+                             f'(train_dataloader.dataset) cannot be listed: {error} Pass '
                              '--calib-dir DIR with images like the test images.') from None
     if not paths:
         raise UserInputError('int8 calibration: the training split of the config is empty; '
@@ -128,13 +131,33 @@ def _export(cfg: Config, checkpoint: str, output_stride: Optional[int], out_file
     export_onnx(model, out_file)
 
 
-def exported_model(cfg: Config, checkpoint: str, backend: str, precision: str,
-                   output_stride: Optional[int] = None, calib_dir: Optional[str] = None,
-                   calib_num: int = CALIBRATION_IMAGES) -> dict:
+def choose_calibrated_engine(cfg: Config, backend: str = 'auto', precision: str = 'auto',
+                             goal: str = 'exact', device: str = 'cpu', distributed: bool = False,
+                             calib_dir: Optional[str] = None,
+                             calib_num: int = CALIBRATION_IMAGES
+                             ) -> Tuple[Engine, str, Optional[List[str]]]:
+    """:func:`~.engines.choose_engine`, and for int8 its calibration images. Where ``auto``
+    chose int8 but no images are at hand (no training split, no ``calib_dir``), it warns and
+    takes the float32 choice instead; an int8 asked for by name raises."""
+    engine, reason = choose_engine(backend, precision, goal, device, distributed)
+    if engine.precision != 'int8':
+        return engine, reason, None
+    try:
+        return engine, reason, calibration_files(cfg, calib_num, calib_dir)
+    except UserInputError as error:
+        if precision != 'auto':
+            raise
+        engine, reason = choose_engine(backend, 'fp32', goal, device, distributed)
+        print_log(f'{error} Meanwhile running float32: {engine}.', logger='current',
+                  level=logging.WARNING)
+        return engine, reason, None
+
+
+def exported_model(cfg: Config, checkpoint: str, engine: Engine,
+                   calibration: Optional[List[str]] = None,
+                   output_stride: Optional[int] = None) -> dict:
     """The ``ExportedSegmentor`` config running ``cfg``'s model with ``checkpoint``'s weights
-    on ``backend`` in ``precision`` (int8 calibrated on :func:`calibration_files`), from the
-    cache."""
+    on ``engine`` (int8: calibrated on ``calibration``), from the cache."""
     from .segmentor import exported_model_cfg
-    calibration = calibration_files(cfg, calib_num, calib_dir) if precision == 'int8' else None
-    graph = exported_graph(cfg, checkpoint, precision, output_stride, calibration)
-    return exported_model_cfg(cfg.model, graph, backend, precision)
+    graph = exported_graph(cfg, checkpoint, engine.precision, output_stride, calibration)
+    return exported_model_cfg(cfg.model, graph, engine.backend, engine.precision)

