@@ -23,6 +23,7 @@ from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
 from deeplabv3_plugin.deploy.export import INPUT_NAME, export_onnx
 from deeplabv3_plugin.deploy.int8 import calibration_images, int8_summary, quantize_int8
+from deeplabv3_plugin.utils.cpu_features import cpu_features
 
 CALIBRATION_IMAGES = 4  # calibration holds every activation of every image in memory
 
@@ -80,6 +81,8 @@ def onnx_variants(model: torch.nn.Module, image: torch.Tensor, threads: int, wor
     for name, (backend, graph, precision) in ENGINE_ROWS.items():
         if backend == 'openvino' and importlib.util.find_spec('openvino') is None:
             continue
+        if precision == 'bf16' and not cpu_features().native_bf16:
+            continue  # OpenVINO would run it in float32: the same as ov-fp32
         segmentor = ExportedSegmentor(
             files[graph], model.data_preprocessor, backend, precision,
             model.decode_head.align_corners, model.decode_head.out_channels, threads)

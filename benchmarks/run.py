@@ -159,7 +159,7 @@ def bench_inference(depth: int, output_stride: int, args: argparse.Namespace,
         calls.update(onnx_calls)
         models.update({name: None for name in onnx_calls})
     calls['matmul-fp32'] = matmul_reference(device, torch.float32)
-    if use_bf16:
+    if use_bf16 and (device.type != 'cpu' or cpu_features().native_bf16):
         calls['matmul-bf16'] = matmul_reference(device, torch.bfloat16)
     with torch.no_grad():
         times = time_alternating(calls, device, args.warmup, args.repeats)

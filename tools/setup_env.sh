@@ -101,9 +101,9 @@ pip_install --no-deps openmim
 pip_install Click colorama model-index pandas requests rich tabulate
 
 # --- 4. the plugin --------------------------------------------------------------------------------
-say "4/4 deeplabv3-plugin (editable) with its test extras"
+say "4/4 deeplabv3-plugin (editable) with its test and engine extras"
 # setuptools' editable-install notices go to a log; they are shown only if the install fails.
-pip_install --no-build-isolation -e ".[tests]" >"$VENV/plugin-install.log" 2>&1 \
+pip_install --no-build-isolation -e ".[tests,engines]" >"$VENV/plugin-install.log" 2>&1 \
     || { cat "$VENV/plugin-install.log" >&2; die "installing the plugin failed (log above)."; }
 "$PY" -W ignore -c 'import mmseg.models, mim, deeplabv3_plugin' \
     || die "the environment was built but 'import mmseg.models, mim, deeplabv3_plugin' fails."

@@ -51,8 +51,9 @@ class KindChoice:
     evidence: str
 
 
-#: The choice per CPU kind (see :func:`cpu_kind`): R-50 DeepLabV3, OS 16, 513 x 513, batch 1,
-#: 2 threads; ``benchmarks/run.py`` prints the same rows and its own choice on any machine.
+#: The choice per CPU kind (see :func:`cpu_kind`): DeepLabV3 at 513 x 513, batch 1, 2 threads,
+#: against the PyTorch fp32 fast path in the same run; ``benchmarks/run.py`` prints the same rows
+#: and checks this table against them on any machine ("Engine choice").
 ENGINE_TABLE: Dict[str, KindChoice] = {
     'native-bf16': KindChoice(
         fp32=Engine('pytorch', 'fp32', compile=True), int8=Engine('openvino', 'int8'),
@@ -69,9 +70,11 @@ ENGINE_TABLE: Dict[str, KindChoice] = {
     'avx2': KindChoice(
         fp32=Engine('onnxruntime', 'fp32'), int8=Engine('onnxruntime', 'int8'),
         bf16=Engine('pytorch', 'bf16'), fast='int8',
-        evidence='measured 2026-12-06 on an AMD EPYC family 25 model 1 (Zen 3, AVX2 only): '
-        'ONNX Runtime int8 2.1x, ONNX Runtime fp32 1.2x, OpenVINO int8 2.0x, OpenVINO fp32 '
-        '1.1x, torch.compile fp32 1.1x; bf16 is emulated (several times slower)'),
+        evidence='measured 2026-12-06 on an AMD EPYC family 25 model 1 (Zen 3, AVX2 only), '
+        'R-50 and R-101 at OS 16 and 8: ONNX Runtime int8 1.7-2.1x, OpenVINO int8 1.5-1.9x; '
+        'fp32 runs at the matmul limit on every engine: ONNX Runtime 0.98-1.16x (mean 1.08x), '
+        'torch.compile 0.93-1.17x, OpenVINO 0.95-1.04x; bf16 is emulated, several times '
+        'slower'),
 }
 
 
