@@ -4,7 +4,7 @@ int8 changes numerics more than bf16 (8-bit activations, calibrated ranges), so 
 measured through the same ``Runner``, dataset and ``IoUMetric`` as ``tools/test.py``: the
 checkpoint through the fast float32 path, then its ONNX export in float32 and int8
 (``tools/export_onnx.py [--int8]``, calibrated on the first training images) as
-``ONNXRuntimeSegmentor`` (what ``tools/test.py CONFIG model.onnx`` runs). For a SyntheticShapes
+``ExportedSegmentor`` (what ``tools/test.py CONFIG model.onnx`` runs). For a SyntheticShapes
 model the benchmark also generates a second set (another seed, never seen in training or
 calibration) and scores it there::
 
