@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from _pickle_writer import FORMS, Ops, in_checkpoint, write_checkpoint
-from tools_testutils import eval_cmd, make_voc_dataset, run, tool_env
+from tools_testutils import eval_cmd, run
 
 HB = ('mmengine.logging.history_buffer', 'HistoryBuffer')
 MA = 'numpy._core.multiarray'
@@ -164,11 +164,6 @@ def test_refusals_name_what_was_refused(attack_files):
         'BUILD on collections.OrderedDict (a global)']
     for key, words in zip(keys, expected):
         assert words in results[files[key]]['message'], (key, results[files[key]])
-
-
-@pytest.fixture(scope='module')
-def data_env(tmp_path_factory):
-    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
 
 
 @pytest.mark.parametrize('name,form', [

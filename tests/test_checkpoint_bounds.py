@@ -15,7 +15,7 @@ import pytest
 import torch
 from _pickle_writer import FORMS, Ops, write_checkpoint
 from test_checkpoint_attacks import FUZZ, _run_children
-from tools_testutils import eval_cmd, make_voc_dataset, run, tool_env
+from tools_testutils import eval_cmd, run
 
 MIB = 2**20
 
@@ -216,11 +216,6 @@ def test_real_checkpoints_load_within_memory(tmp_path):
         assert result['outcome'] == 'loaded' and result['same'] is True, result
         assert 2 * MIB < result['size'] < 10 * MIB
         assert result['rss_mib'] < 4 * result['size'] / MIB + 64, result
-
-
-@pytest.fixture(scope='module')
-def data_env(tmp_path_factory):
-    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
 
 
 @pytest.mark.parametrize('name,form', [('nested_tuple_key', 'zip'), ('tuple_dag', 'legacy'),

@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tools_testutils import (PYTHON, REPO_ROOT, check_ok, eval_cmd, make_voc_dataset, run,
-                             tool_env, train_cmd)
+from tools_testutils import PYTHON, REPO_ROOT, check_ok, eval_cmd, run
 
 from deeplabv3_plugin.deploy import engines
 from deeplabv3_plugin.deploy.engines import Engine, choose_engine
@@ -77,15 +76,8 @@ def test_impossible_choices_are_refused(backend, precision, message):
 
 
 @pytest.fixture(scope='module')
-def data_env(tmp_path_factory):
-    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory, data_env):
-    work_dir = str(tmp_path_factory.mktemp('train'))
-    check_ok(run(train_cmd(work_dir), data_env))
-    return osp.join(work_dir, 'iter_4.pth')
+def checkpoint(tiny_run):
+    return tiny_run[1]
 
 
 def _evaluate(checkpoint, data_env, tmp_path, name, *flags):
@@ -181,3 +173,20 @@ def test_infer_tool_runs_on_every_backend(checkpoint, data_env, tmp_path):
                                     for p in sorted(glob.glob(out + '/*_label.png'))])
     assert (labels['onnxruntime'] == labels['pytorch']).mean() >= 0.999
     assert (labels['openvino'] == labels['pytorch']).mean() >= 0.999
+
+
+def test_init_model_runs_an_exported_engine(checkpoint, data_env, monkeypatch):
+    """The inference API: ``init_model(backend=...)`` returns the cached graph as a segmentor
+    that ``inference_model`` runs like the PyTorch model."""
+    from deeplabv3_plugin.apis import inference_model, init_model
+    monkeypatch.setenv('DEEPLABV3_TOOLS_DATA', data_env['DEEPLABV3_TOOLS_DATA'])
+    config = osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py')
+    image = sorted(glob.glob(osp.join(data_env['DEEPLABV3_TOOLS_DATA'], 'JPEGImages',
+                                      '*.jpg')))[0]
+    expected = inference_model(init_model(config, checkpoint), image)
+    for backend, precision in (('onnxruntime', 'fp32'), ('openvino', 'bf16')):
+        model = init_model(config, checkpoint, backend=backend, precision=precision)
+        assert type(model).__name__ == 'ExportedSegmentor' and model.backend == backend
+        assert model.dataset_meta == init_model(config, checkpoint).dataset_meta
+        # bf16 on OpenVINO: its own bf16 where native, else float32; either way near fp32
+        assert (inference_model(model, image) == expected).mean() >= 0.99

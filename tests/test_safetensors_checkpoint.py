@@ -26,8 +26,8 @@ from deeplabv3_plugin.utils.safetensors_checkpoint import (check_resumable,
                                                            load_safetensors_checkpoint,
                                                            safetensors_bytes,
                                                            save_safetensors_checkpoint)
-from tools_testutils import (PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd, load_tool,
-                             make_voc_dataset, run, tool_env, train_cmd)
+from tools_testutils import (PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd, load_tool, run,
+                             train_cmd)
 
 PUBLISH_TOOL = osp.join(REPO_ROOT, 'tools', 'publish_model.py')
 
@@ -199,16 +199,9 @@ def test_malformed_files_raise_checkpoint_error_in_a_child_process(tmp_path):
 
 # --- tools, on a real checkpoint ---------------------------------------------------------------
 @pytest.fixture(scope='module')
-def data_env(tmp_path_factory):
-    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
-
-
-@pytest.fixture(scope='module')
-def published(tmp_path_factory, data_env):
-    """``(training checkpoint, published .safetensors, tool output)`` of a 4-iteration run."""
-    work_dir = str(tmp_path_factory.mktemp('train'))
-    check_ok(run(train_cmd(work_dir), data_env))
-    checkpoint = osp.join(work_dir, 'iter_4.pth')
+def published(tmp_path_factory, data_env, tiny_run):
+    """``(training checkpoint, published .safetensors, tool output)`` of the session's run."""
+    checkpoint = tiny_run[1]
     out = str(tmp_path_factory.mktemp('published') / 'tiny_voc')
     proc = check_ok(run([PYTHON, PUBLISH_TOOL, checkpoint, out], data_env))
     weights = glob.glob(out + '-*.safetensors')

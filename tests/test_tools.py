@@ -15,7 +15,7 @@ import torch
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
 from tools_testutils import (BIN_DIR, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd,
-                             load_tool, make_voc_dataset, run, snapshot, tool_env, train_cmd)
+                             load_tool, run, snapshot, train_cmd)
 
 from deeplabv3_plugin.engine import UserInputError
 from deeplabv3_plugin.utils.cpu_features import cpu_features
@@ -26,19 +26,11 @@ INT8_TINY_TOLERANCE = 5.0
 
 
 @pytest.fixture(scope='module')
-def data_env(tmp_path_factory):
-    return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, data_env):
-    """``(work_dir, checkpoint)`` of a finished 4-iteration run."""
-    work_dir = str(tmp_path_factory.mktemp('train'))
-    proc = check_ok(run(train_cmd(work_dir), data_env))
-    output = proc.stdout + proc.stderr
+def trained(tiny_run):
+    """``(work_dir, checkpoint)`` of the session's finished 4-iteration run (conftest.py)."""
+    work_dir, checkpoint, output = tiny_run
     assert 'Iter(train) [4/4]' in output
     assert re.search(r'Iter\(val\) \[2/2\].*mIoU', output), 'validation ran at the end'
-    checkpoint = osp.join(work_dir, 'iter_4.pth')
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth')) and osp.isfile(checkpoint)
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         assert f.read().strip() == checkpoint

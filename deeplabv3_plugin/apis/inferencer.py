@@ -10,6 +10,7 @@ from mmseg.registry import INFERENCERS, MODELS
 
 from .. import registry  # noqa: F401  (the deeplabv3_plugin config scope, see its docstring)
 from ..deploy.artifacts import choose_calibrated_engine, exported_model
+from ..deploy.engines import Engine
 from ..deploy.int8 import CALIBRATION_IMAGES
 from ..engine.errors import UserInputError
 from .fast_inference import FastInferenceModel
@@ -53,17 +54,20 @@ class DeepLabV3Inferencer(MMSegInferencer):
             raise UserInputError(f'DeepLabV3Inferencer(backend={backend!r}): {engine} runs the '
                                  "checkpoint's exported graph: pass weights=....")
         print_log(f'DeepLabV3Inferencer: {reason}', logger='current')
-        self.engine = engine
         tta = isinstance(self.model, BaseTTAModel)
         segmentor = self.model.module if tta else self.model
-        if engine.exported:
-            config = self.cfg.copy()
-            config.model = self.cfg.model.get('module', self.cfg.model)
-            replacement = MODELS.build(exported_model(config, weights, engine, calibration))
+        config = self.cfg.copy()
+        config.model = self.cfg.model.get('module', self.cfg.model)
+        exported = engine.exported and exported_model(config, weights, engine, calibration,
+                                                      fallback=backend == 'auto')
+        self.engine = engine if exported or not engine.exported else Engine('pytorch')
+        if exported:
+            replacement = MODELS.build(exported)
             replacement.dataset_meta = self.model.dataset_meta
         elif fast:
-            replacement = FastInferenceModel(segmentor, bf16=engine.precision == 'bf16',
-                                             compile=engine.compile, copy_model=False)
+            replacement = FastInferenceModel(segmentor, compile=engine.compile,
+                                             bf16=engine.precision == 'bf16',
+                                             copy_model=False)
         else:
             return
         if tta:

@@ -155,9 +155,22 @@ def choose_calibrated_engine(cfg: Config, backend: str = 'auto', precision: str 
 
 def exported_model(cfg: Config, checkpoint: str, engine: Engine,
                    calibration: Optional[List[str]] = None,
-                   output_stride: Optional[int] = None) -> dict:
+                   output_stride: Optional[int] = None,
+                   fallback: bool = False) -> Optional[dict]:
     """The ``ExportedSegmentor`` config running ``cfg``'s model with ``checkpoint``'s weights
-    on ``engine`` (int8: calibrated on ``calibration``), from the cache."""
+    on ``engine`` (int8: calibrated on ``calibration``), from the cache. ``fallback`` (the
+    engine was chosen by ``auto``): a model the exporter cannot trace gives a warning and None,
+    so the caller runs PyTorch."""
     from .segmentor import exported_model_cfg
-    graph = exported_graph(cfg, checkpoint, engine.precision, output_stride, calibration)
+    try:
+        graph = exported_graph(cfg, checkpoint, engine.precision, output_stride, calibration)
+    except UserInputError:
+        raise
+    except Exception as error:  # the exporter's many error types: a model it cannot trace
+        if not fallback:
+            raise
+        print_log(f'{engine} needs the model exported, which failed ({type(error).__name__}: '
+                  f'{error}); running PyTorch instead.', logger='current',
+                  level=logging.WARNING)
+        return None
     return exported_model_cfg(cfg.model, graph, engine.backend, engine.precision)

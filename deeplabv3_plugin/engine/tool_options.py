@@ -213,6 +213,7 @@ def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
     if pytorch_only and backend == 'auto':
         backend = 'pytorch'
     from ..deploy.artifacts import choose_calibrated_engine, exported_model
+    from ..deploy.engines import Engine
     engine, reason, calibration = choose_calibrated_engine(
         cfg, backend, precision, 'fast' if fast else 'exact', get_device(),
         cfg.get('launcher', 'none') != 'none', calib_dir, calib_num)
@@ -221,15 +222,16 @@ def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
                              f'engine is {reason} Add --backend pytorch, or drop them.')
     print_log(f'Inference engine: {reason}', logger='current')
     set_test_output_stride(cfg, output_stride)
-    if engine.exported:
-        cfg.model = exported_model(cfg, checkpoint, engine, calibration, output_stride)
-        cfg.load_from = None
+    exported = engine.exported and exported_model(cfg, checkpoint, engine, calibration,
+                                                  output_stride, fallback=backend == 'auto')
+    if exported:
+        cfg.model, cfg.load_from = exported, None
         return engine
     cfg.load_from = checkpoint
     add_custom_hook(cfg, dict(type='CheckpointCompatibilityHook'))
     enable_fast_inference(cfg, enabled=not no_fast, bf16=engine.precision == 'bf16',
                           force_bf16=force_bf16, compile=engine.compile)
-    return engine
+    return engine if not engine.exported else Engine('pytorch')
 
 
 def set_test_output_dir(cfg: Config, out: Optional[str]) -> None:
