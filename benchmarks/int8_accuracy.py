@@ -3,7 +3,7 @@
 int8 changes numerics more than bf16 (8-bit activations, calibrated ranges), so its effect is
 measured through the same ``Runner``, dataset and ``IoUMetric`` as ``tools/test.py``: the
 checkpoint through the fast float32 path, then its ONNX export in float32 and int8
-(``tools/export_onnx.py [--int8]``, calibrated on the first training images) as
+(calibrated as ``tools/test.py --precision int8`` does: images spread over the training split) as
 ``ExportedSegmentor`` (what ``tools/test.py CONFIG model.onnx`` runs). For a SyntheticShapes
 model the benchmark also generates a second set (another seed, never seen in training or
 calibration) and scores it there::
@@ -30,19 +30,10 @@ from deeplabv3_plugin.apis.inference import build_segmentor  # noqa: E402
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes  # noqa: E402
 from deeplabv3_plugin.engine.tool_options import use_exported_model  # noqa: E402
 from deeplabv3_plugin.deploy.export import export_onnx  # noqa: E402
-from deeplabv3_plugin.deploy.int8 import quantize_int8  # noqa: E402
+from deeplabv3_plugin.deploy.artifacts import calibration_files  # noqa: E402
+from deeplabv3_plugin.deploy.int8 import CALIBRATION_IMAGES, quantize_int8  # noqa: E402
 
-CALIBRATION_IMAGES = 32
 SECOND_SET_IMAGES = 80
-
-
-def _training_images(cfg: Config, num: int) -> List[str]:
-    """The first ``num`` images of the training split (the calibration set)."""
-    dataset = cfg.train_dataloader.dataset
-    root, prefix = osp.abspath(dataset.data_root), dataset.data_prefix.img_path
-    with open(osp.join(root, dataset.ann_file)) as f:
-        names = f.read().split()[:num]
-    return [osp.join(root, prefix, name + '.jpg') for name in names]
 
 
 def _test(cfg: Config, model: str, name: str, work_dir: str) -> tuple:
@@ -76,7 +67,8 @@ def measure_int8_accuracy(config: str, checkpoint: str, data_root: Optional[str]
     model = build_segmentor(cfg, checkpoint)
     fuse_conv_bn(model)
     export_onnx(model, files['fp32'])
-    quantize_int8(files['fp32'], files['int8'], _training_images(cfg, CALIBRATION_IMAGES))
+    # calibrated as the tools calibrate (--precision int8): images spread over the training split
+    quantize_int8(files['fp32'], files['int8'], calibration_files(cfg, CALIBRATION_IMAGES))
     test_sets = {f'test set ({cfg.test_dataloader.dataset.data_root})': None}
     if cfg.test_dataloader.dataset.type == 'SyntheticShapesDataset':
         second = osp.join(work_dir, 'second_set')
