@@ -191,7 +191,8 @@ def use_exported_model(cfg: Config, onnx_file: str, backend: str = 'onnxruntime'
 def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
                          precision: str = 'auto', fast: bool = False,
                          output_stride: Optional[int] = None, calib_dir: Optional[str] = None,
-                         calib_num: int = CALIBRATION_IMAGES, no_fast: bool = False, force_bf16: bool = False):
+                         calib_num: int = CALIBRATION_IMAGES, no_fast: bool = False,
+                         force_bf16: bool = False):
     """``--backend``/``--precision`` (``auto``: the measured choice for this CPU, float32
     predictions unless ``fast``) for ``checkpoint``: an exported graph from the cache, or the
     PyTorch fast path (``no_fast``: as trained). Logs the engine and why; returns it (None for
