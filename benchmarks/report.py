@@ -301,9 +301,9 @@ def format_report(results: dict) -> str:
     ]
     if results['inference']:
         lines += [f"Inference, batch 1, {s['size']}x{s['size']} (test_step: preprocessing, "
-                  'network, upsampling, argmax; the onnx and ov rows through ExportedSegmentor.test_step, the '
-                  'same work; % matmul: of the same-run fp32 matmul rate, bf16 rows of the bf16 '
-                  'one):',
+                  'network, upsampling, argmax; the onnx and ov rows through '
+                  'ExportedSegmentor.test_step, the same work; % matmul: of the same-run fp32 '
+                  'matmul rate, bf16 rows of the bf16 one):',
                   inference_table(results['inference']), '']
         lines += ['Engine choice (deeplabv3_plugin/deploy/engines.py) against this run:']
         lines += choice_lines(results['inference']) + ['']

@@ -10,10 +10,11 @@ calibrated on ``--calib-num`` images of the training split or of ``--calib-dir``
 are cached per checkpoint (:mod:`deeplabv3_plugin.deploy.artifacts`). On PyTorch the model runs
 the fast way (:class:`deeplabv3_plugin.apis.FastInferenceHook`: channels_last, BN folded into the
 convolutions, same predictions); ``--no-fast`` runs it as trained, ``--bf16`` (``--precision
-bf16``) adds bf16 autocast where the CPU computes bf16 natively. Unlike mmseg's script it refuses a checkpoint that does not fit the
-config's model (mmengine would only warn and test random weights), and it never overwrites files
-of the training run in the work dir: its config dump and log go to a new ``<work_dir>/<timestamp>/``
-directory. Errors in the user's input print one paragraph and exit
+bf16``) adds bf16 autocast where the CPU computes bf16 natively. Unlike mmseg's script it
+refuses a checkpoint that does not fit the config's model (mmengine would only warn and test
+random weights), and it never overwrites files of the training run in the work dir: its config
+dump and log go to a new ``<work_dir>/<timestamp>/`` directory. Errors in the user's input print
+one paragraph and exit
 with status 2.
 """
 import argparse
