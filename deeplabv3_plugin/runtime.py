@@ -2,12 +2,12 @@
 
 ``import deeplabv3_plugin`` only registers components. Importing this module also sends every
 ``CheckpointLoader`` scheme through the plugin's routes
-(:data:`~deeplabv3_plugin.utils.checkpoint_routes.CHECKPOINT_ROUTES`): local paths, ``http(s)://``,
+(:data:`~deeplabv3_plugin.checkpoint.routes.CHECKPOINT_ROUTES`): local paths, ``http(s)://``,
 ``open-mmlab://``, ``torchvision://`` (also without torchvision), ``mmcls://``, ... are loaded by
-:func:`~deeplabv3_plugin.utils.checkpoint.load_local_checkpoint` (under torch >= 2.6 mmengine's
+:func:`~deeplabv3_plugin.checkpoint.loader.load_local_checkpoint` (under torch >= 2.6 mmengine's
 loader fails on every checkpoint mmengine writes; this one builds nothing but tensors, containers
 and checked ``HistoryBuffer``/numpy data), downloads are hash-checked, and config text stored in a
-checkpoint is made inert (:mod:`~deeplabv3_plugin.utils.checkpoint_meta`). It also registers
+checkpoint is made inert (:mod:`~deeplabv3_plugin.checkpoint.meta`). It also registers
 ``CPUSafeDDP`` in mmengine's root ``MODEL_WRAPPERS``. The ``_base_`` runtime lists it in
 ``custom_imports``; the tools import it.
 """
@@ -16,7 +16,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import deeplabv3_plugin  # noqa: F401  (the components the configs name)
 from deeplabv3_plugin.engine.model_wrappers import CPUSafeDDP
-from deeplabv3_plugin.utils.checkpoint_routes import CHECKPOINT_ROUTES
+from deeplabv3_plugin.checkpoint.routes import CHECKPOINT_ROUTES
 
 for _prefixes, _loader in CHECKPOINT_ROUTES:
     CheckpointLoader.register_scheme(prefixes=_prefixes, loader=_loader, force=True)

@@ -1,4 +1,4 @@
-"""Safe loading of real checkpoints (deeplabv3_plugin.utils.checkpoint, deeplabv3_plugin.runtime).
+"""Safe loading of real checkpoints (deeplabv3_plugin.checkpoint.loader, deeplabv3_plugin.runtime).
 
 The checkpoints are written by a real mmengine Runner and read back through mmengine's own
 loader (the path ``load_from``, ``resume`` and ``tools/test.py`` take). Crafted files are in
@@ -21,9 +21,9 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch.utils.data import Dataset
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the opt-in safe loader)
-from deeplabv3_plugin.utils.checkpoint import (CheckpointError, UnsafeCheckpointError,
+from deeplabv3_plugin.checkpoint.loader import (CheckpointError, UnsafeCheckpointError,
                                                load_local_checkpoint)
-from deeplabv3_plugin.utils.checkpoint_meta import inert_meta
+from deeplabv3_plugin.checkpoint.meta import inert_meta
 
 
 class _Linear(BaseModel):
@@ -177,7 +177,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import _load_checkpoint
 import deeplabv3_plugin.runtime
 HistoryBuffer()  # mmengine's defaults, as after any training step
-from deeplabv3_plugin.utils.safe_globals import torch_safe_globals
+from deeplabv3_plugin.checkpoint.safe_globals import torch_safe_globals
 # the user's own entries: the real HistoryBuffer must not win over the stand-in by set order, and
 # entries equal to the stand-ins must still be there afterwards
 torch.serialization.add_safe_globals([Fraction, HistoryBuffer, *torch_safe_globals()])
@@ -229,7 +229,7 @@ from mmseg.registry import MODELS
 assert MODELS.get('DeepLabV3Head') is not None
 assert CheckpointLoader._schemes == before and MODEL_WRAPPERS.get('CPUSafeDDP') is None
 import deeplabv3_plugin.runtime
-from deeplabv3_plugin.utils.checkpoint_routes import load_from_local
+from deeplabv3_plugin.checkpoint.routes import load_from_local
 assert CheckpointLoader._schemes[''] is load_from_local
 assert MODEL_WRAPPERS.get('CPUSafeDDP') is not None
 print('ok')

@@ -1,4 +1,4 @@
-"""The scan's bounds (deeplabv3_plugin/utils/pickle_scan.py): crashes, hangs, memory, differences.
+"""The scan's bounds (deeplabv3_plugin/checkpoint/pickle_scan.py): crashes, hangs, memory, differences.
 
 Each payload is a small file that crashed, hung, exhausted or fooled a loader before; each is
 written as a zip, legacy and raw-pickle file and loaded in child processes (a crash must fail the

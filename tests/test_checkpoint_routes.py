@@ -27,9 +27,9 @@ from tools_testutils import (PYTHON, REPO_ROOT, check_ok, make_voc_dataset, run,
                              train_cmd)
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the routes under test)
-from deeplabv3_plugin.utils import checkpoint_routes
-from deeplabv3_plugin.utils.checkpoint import load_local_checkpoint
-from deeplabv3_plugin.utils.checkpoint_meta import inert_meta
+from deeplabv3_plugin.checkpoint import routes as checkpoint_routes
+from deeplabv3_plugin.checkpoint.loader import load_local_checkpoint
+from deeplabv3_plugin.checkpoint.meta import inert_meta
 
 HUB_TABLES = osp.join(osp.dirname(mmengine.__file__), 'hub')
 # Loads each argument through CheckpointLoader (the runtime imported, as tools and configs do).

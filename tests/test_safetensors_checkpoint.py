@@ -21,8 +21,8 @@ from torch.hub import HASH_REGEX, download_url_to_file
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
 from deeplabv3_plugin.engine import UserInputError
-from deeplabv3_plugin.utils.checkpoint import CheckpointError, load_local_checkpoint
-from deeplabv3_plugin.utils.safetensors_checkpoint import (check_resumable,
+from deeplabv3_plugin.checkpoint.loader import CheckpointError, load_local_checkpoint
+from deeplabv3_plugin.checkpoint.safetensors_format import (check_resumable,
                                                            load_safetensors_checkpoint,
                                                            safetensors_bytes,
                                                            save_safetensors_checkpoint)
@@ -167,8 +167,8 @@ def _malformed_files() -> dict:
 
 _CHILD = '''
 import json, sys
-from deeplabv3_plugin.utils.checkpoint import CheckpointError
-from deeplabv3_plugin.utils.safetensors_checkpoint import load_safetensors_checkpoint
+from deeplabv3_plugin.checkpoint.loader import CheckpointError
+from deeplabv3_plugin.checkpoint.safetensors_format import load_safetensors_checkpoint
 outcomes = {}
 for name, path in json.load(open(sys.argv[1])).items():
     try:

@@ -89,7 +89,7 @@ def _torch_load(path):
     accepted, so the scan's bounds hold)."""
     import torch
 
-    from deeplabv3_plugin.utils.safe_globals import torch_safe_globals
+    from deeplabv3_plugin.checkpoint.safe_globals import torch_safe_globals
     with torch.serialization.safe_globals(torch_safe_globals()):
         return torch.load(path, map_location='cpu', weights_only=True)
 

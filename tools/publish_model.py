@@ -7,7 +7,7 @@ hex digits of the file's SHA-256, torch.hub's convention, so a download can be c
 name. A ``.safetensors`` suffix on OUT is dropped. The file loads wherever a checkpoint path is
 accepted: ``tools/test.py CONFIG OUT-<hash8>.safetensors``, ``load_from``, ``init_cfg``'s
 ``Pretrained``, ``init_model`` and ``DeepLabV3Inferencer``
-(:mod:`deeplabv3_plugin.utils.model_publish`). Errors in the input print one paragraph and exit
+(:mod:`deeplabv3_plugin.checkpoint.publish`). Errors in the input print one paragraph and exit
 with status 2.
 """
 import argparse
@@ -15,7 +15,7 @@ import argparse
 import deeplabv3_plugin.runtime  # noqa: F401  (components, safe checkpoint loader)
 from deeplabv3_plugin.engine import run_tool
 from deeplabv3_plugin.engine.tool_options import check_checkpoint_arg
-from deeplabv3_plugin.utils.model_publish import publish_model
+from deeplabv3_plugin.checkpoint.publish import publish_model
 
 
 def parse_args(argv=None) -> argparse.Namespace:

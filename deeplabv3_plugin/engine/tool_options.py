@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from ..models.utils import check_output_stride
 from ..deploy.int8 import CALIBRATION_IMAGES
 from ..utils.cpu_features import bf16_slowdown, cpu_features, resolve_bf16
-from ..utils.safetensors_checkpoint import check_resumable
+from ..checkpoint.safetensors_format import check_resumable
 from . import bf16_optim_wrapper  # noqa: F401  (registers BF16AutocastOptimWrapper)
 from .config_checks import check_file_exists
 from .errors import UserInputError

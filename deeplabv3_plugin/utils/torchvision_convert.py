@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from deeplabv3_plugin.engine.checkpoint_checks import checkpoint_state_dict, compare_state_dicts
 from deeplabv3_plugin.engine.errors import UserInputError, listing
-from deeplabv3_plugin.utils.checkpoint import CheckpointError, load_local_checkpoint
+from deeplabv3_plugin.checkpoint.loader import CheckpointError, load_local_checkpoint
 
 __all__ = [
     'TorchvisionConversionError', 'torchvision_to_plugin_key', 'plugin_to_torchvision_key',

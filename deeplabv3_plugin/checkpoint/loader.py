@@ -35,7 +35,7 @@ from .pickle_scan import Node, ScanResult, scan_pickle
 from .safe_globals import (NDARRAY, NUMERIC_DTYPES, ArrayRecord, CheckpointError, DtypeRecord,
                            HistoryBufferRecord, Record, ScalarRecord, StatisticRecord,
                            UnsafeCheckpointError, _Marker, _refuse, _require, torch_safe_globals)
-from .safetensors_checkpoint import is_safetensors_file, load_safetensors_checkpoint
+from .safetensors_format import is_safetensors_file, load_safetensors_checkpoint
 
 __all__ = ['CheckpointError', 'UnsafeCheckpointError', 'load_local_checkpoint', 'memory_budget']
 

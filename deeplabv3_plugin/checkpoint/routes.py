@@ -10,7 +10,7 @@ path, its SHA-256 is checked against the prefix in its name (torch.hub's ``NAME-
 convention) on download *and* when it is already cached, and it is loaded by
 :func:`~.checkpoint.load_local_checkpoint`. The hash only proves the file is the published one;
 the safe loader is what keeps a hostile file from running code. Config text in the result is made
-inert by :func:`~.checkpoint_meta.inert_meta`. ``deeplabv3_plugin.runtime`` registers
+inert by :func:`~.meta.inert_meta`. ``deeplabv3_plugin.runtime`` registers
 :data:`CHECKPOINT_ROUTES`.
 """
 import hashlib
@@ -31,8 +31,8 @@ from mmengine.runner.checkpoint import (_get_mmengine_home, _process_mmcls_check
                                         get_mmcls_models, get_torchvision_models)
 
 from ..engine.errors import UserInputError
-from .checkpoint import CheckpointError, load_local_checkpoint
-from .checkpoint_meta import inert_meta
+from .loader import CheckpointError, load_local_checkpoint
+from .meta import inert_meta
 
 __all__ = ['CHECKPOINT_ROUTES', 'cached_download', 'load_from_local', 'load_from_url']
 

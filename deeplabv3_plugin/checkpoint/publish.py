@@ -28,7 +28,7 @@ from torch.hub import HASH_REGEX
 from ..datasets.safe_write import open_within
 from ..engine.errors import UserInputError
 from ..version import __version__
-from .safetensors_checkpoint import SUFFIX, safetensors_bytes
+from .safetensors_format import SUFFIX, safetensors_bytes
 
 __all__ = ['PublishedModel', 'publish_model']
 
