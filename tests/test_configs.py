@@ -35,7 +35,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
 from deeplabv3_plugin.engine.tool_options import enable_tta
-from deeplabv3_plugin.utils.paper_tables import PAPER_TABLES, find_row
+from deeplabv3_plugin.paper.tables import PAPER_TABLES, find_row
 from deeplabv3_plugin.utils.torchvision_convert import convert_state_dict
 from _config_cache import cached_scoped_bases
 from _torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
@@ -309,7 +309,7 @@ def test_every_reproducible_paper_row_is_measured_by_some_config():
     measured = set()
     for key in EXPECTED:
         row = find_row(*key)
-        assert row is not None, f'{key} is not a row of deeplabv3_plugin.utils.paper_tables'
+        assert row is not None, f'{key} is not a row of deeplabv3_plugin.paper.tables'
         measured.add((row.model, row.inference))
     for table in PAPER_TABLES:
         for row in table.rows:

@@ -73,7 +73,7 @@ def test_wheel_ships_configs_tools_and_model_index(installed):
                  f'.mim/configs/{PAPER}', f'.mim/configs/demo/{DEMO}', '.mim/tools/train.py',
                  '.mim/tools/test.py', '.mim/tools/infer.py'):
         assert f'deeplabv3_plugin/{path}' in names
-    assert 'deeplabv3_plugin/utils/paper_tables.yaml' in names  # the paper's numbers
+    assert 'deeplabv3_plugin/paper/tables.yaml' in names  # the paper's numbers
 
 
 def test_mim_train_and_test_by_config_name_from_an_empty_directory(installed):

@@ -19,9 +19,9 @@ from mmengine.config import Config
 
 from _config_cache import cached_scoped_bases
 from deeplabv3_plugin.engine.tool_options import enable_tta, set_test_output_stride
-from deeplabv3_plugin.utils.paper_figures import plot_table
-from deeplabv3_plugin.utils.paper_report import best_runs, build_report, find_runs, read_run
-from deeplabv3_plugin.utils.paper_tables import PAPER_TABLES
+from deeplabv3_plugin.paper.figures import plot_table
+from deeplabv3_plugin.paper.report import best_runs, build_report, find_runs, read_run
+from deeplabv3_plugin.paper.tables import PAPER_TABLES
 from tools_testutils import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -18,7 +18,7 @@ import sys
 
 import yaml
 
-from deeplabv3_plugin.utils.paper_tables import find_row
+from deeplabv3_plugin.paper.tables import find_row
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = 'configs/deeplabv3'
@@ -59,7 +59,7 @@ def model_entry(path: str) -> dict:
     row = find_row(ref['table'], ref['row'])
     if row is None:
         raise ValueError(f'{path}: paper_ref {ref} names no row of the paper '
-                         '(deeplabv3_plugin/utils/paper_tables.yaml).')
+                         '(deeplabv3_plugin/paper/tables.yaml).')
     data = next(text for token, text in TRAINING_DATA if f'_{token}-' in name)
     depth = re.search(r'_r(\d+)-', name).group(1)
     metadata = {

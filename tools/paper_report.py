@@ -5,7 +5,7 @@
 
 Reads each run's config dump (its ``paper_ref`` and how it evaluated) and its mIoU (test json,
 validation scalars or log), and fills every row of the paper that the run measures; see
-:mod:`deeplabv3_plugin.utils.paper_report`. With no work dir, prints the paper's tables alone.
+:mod:`deeplabv3_plugin.paper.report`. With no work dir, prints the paper's tables alone.
 With ``-o report.md`` it also draws each table beside the markdown (``report_table-<N>.png``:
 the paper's mIoU and yours per row; Table 1 as mIoU against output stride). Exit status 2 if a
 work dir does not exist or a table is unknown.
@@ -14,8 +14,8 @@ import argparse
 import os.path as osp
 import sys
 
-from deeplabv3_plugin.utils.paper_figures import plot_tables
-from deeplabv3_plugin.utils.paper_report import (best_runs, find_runs, format_report, read_run,
+from deeplabv3_plugin.paper.figures import plot_tables
+from deeplabv3_plugin.paper.report import (best_runs, find_runs, format_report, read_run,
                                                  select_tables)
 
 

@@ -20,7 +20,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
-from ..utils.paper_tables import find_row
+from ..paper.tables import find_row
 from .errors import UserInputError
 
 __all__ = ['BATCH_SIZE_PER_PROCESS', 'BatchSplit', 'TrainingBatchHook', 'keep_total_batch',
@@ -81,7 +81,7 @@ def keep_total_batch(cfg: Config, world_size: int) -> Optional[BatchSplit]:
 class TrainingBatchHook(Hook):
     """At the start of training, log the world size, the batch per process, the total batch and
     the learning rate, and warn when the total is not the batch of the paper row the config
-    names (``paper_ref``, batches from ``deeplabv3_plugin/utils/paper_tables.yaml``).
+    names (``paper_ref``, batches from ``deeplabv3_plugin/paper/tables.yaml``).
 
     In the ``_base_`` runtime, so runs through mmseg's own tools (``mim train mmseg``), which
     read ``train_dataloader.batch_size`` per process, are warned too.

@@ -7,8 +7,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from matplotlib.figure import Figure
 
-from .paper_report import Run
-from .paper_tables import PaperTable
+from .report import Run
+from .tables import PaperTable
 
 __all__ = ['plot_table', 'plot_tables']
 
@@ -66,7 +66,7 @@ def _dot_plot(table: PaperTable, best: Best) -> Figure:
 
 
 def plot_table(table: PaperTable, best: Best, path: str) -> str:
-    """Draw one table into the PNG ``path``; ``best``: :func:`.paper_report.best_runs`."""
+    """Draw one table into the PNG ``path``; ``best``: :func:`.report.best_runs`."""
     draw = _output_stride_plot if table.name == 'Table 1' else _dot_plot
     draw(table, best).savefig(path, dpi=110)
     return path

@@ -1,4 +1,4 @@
-"""The paper's result tables (``paper_tables.yaml``): each row's mIoU, trained model and how it
+"""The paper's result tables (``tables.yaml``): each row's mIoU, trained model and how it
 was evaluated (Chen et al. 2017, arXiv:1706.05587v3)."""
 import os.path as osp
 from dataclasses import dataclass
@@ -53,7 +53,7 @@ class PaperTable:
 
 
 def _load() -> Tuple[PaperTable, ...]:
-    with open(osp.join(osp.dirname(__file__), 'paper_tables.yaml'), encoding='utf-8') as f:
+    with open(osp.join(osp.dirname(__file__), 'tables.yaml'), encoding='utf-8') as f:
         data = yaml.safe_load(f)
     scales = {name: tuple(values) for name, values in data['scales'].items()}
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .paper_tables import PAPER_TABLES, Inference, PaperRow, PaperTable, find_row
+from .tables import PAPER_TABLES, Inference, PaperRow, PaperTable, find_row
 
 __all__ = [
     'Run', 'find_runs', 'read_run', 'match_rows', 'best_runs', 'format_report', 'select_tables',
