@@ -56,10 +56,12 @@ class DeepLabV3Inferencer(MMSegInferencer):
         print_log(f'DeepLabV3Inferencer: {reason}', logger='current')
         tta = isinstance(self.model, BaseTTAModel)
         segmentor = self.model.module if tta else self.model
-        config = self.cfg.copy()
-        config.model = self.cfg.model.get('module', self.cfg.model)
-        exported = engine.exported and exported_model(config, weights, engine, calibration,
-                                                      fallback=backend == 'auto')
+        exported = None
+        if engine.exported:  # the graph of the segmentor, which a SegTTAModel wraps
+            config = self.cfg.copy()
+            config.model = self.cfg.model.get('module', self.cfg.model)
+            exported = exported_model(config, weights, engine, calibration,
+                                      fallback=backend == 'auto')
         self.engine = engine if exported or not engine.exported else Engine('pytorch')
         if exported:
             replacement = MODELS.build(exported)

@@ -34,7 +34,8 @@ from ..engine.errors import UserInputError
 from .loader import CheckpointError, load_local_checkpoint
 from .meta import inert_meta
 
-__all__ = ['CHECKPOINT_ROUTES', 'cached_download', 'load_from_local', 'load_from_url']
+__all__ = ['CHECKPOINT_ROUTES', 'cached_download', 'file_sha256', 'load_from_local',
+           'load_from_url']
 
 MapLocation = Optional[Union[str, torch.device, Callable]]
 
@@ -44,7 +45,8 @@ def load_from_local(filename: str, map_location: MapLocation = None) -> Any:
     return inert_meta(load_local_checkpoint(filename, map_location))
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, 'rb') as file:
         for block in iter(lambda: file.read(2**20), b''):
@@ -78,7 +80,7 @@ def cached_download(url: str, model_dir: Optional[str] = None, progress: bool = 
         except RuntimeError as err:  # torch.hub's 'invalid hash value (expected ..., got ...)'
             raise CheckpointError(f'Download of checkpoint {url!r} refused: {err}.') from err
     elif hash_prefix:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if not digest.startswith(hash_prefix):
             raise CheckpointError(
                 f'Refused to load checkpoint {path!r}, the download cache of {url!r}: its '

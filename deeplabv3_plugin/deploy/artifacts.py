@@ -16,6 +16,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
+from ..checkpoint.routes import file_sha256
 from ..engine.errors import UserInputError
 from ..version import __version__
 from .engines import Engine, choose_engine
@@ -34,17 +35,9 @@ def cache_root() -> str:
     return osp.join(root, 'engines')
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _graph_key(cfg: Config, checkpoint: str, output_stride: Optional[int]) -> dict:
     import torch
-    weights = checkpoint if '://' in checkpoint else _file_sha256(checkpoint)
+    weights = checkpoint if '://' in checkpoint else file_sha256(checkpoint)
     return dict(weights=weights, model=json.loads(json.dumps(cfg.model.to_dict(), default=repr,
                                                              sort_keys=True)),
                 output_stride=output_stride, exporter=f'torch {torch.__version__}',
@@ -109,7 +102,7 @@ def exported_graph(cfg: Config, checkpoint: str, precision: str = 'fp32',
         raise ValueError('exported_graph: int8 needs calibration images')
     import onnxruntime
     calib_key = hashlib.sha256(json.dumps(
-        [onnxruntime.__version__] + [(osp.basename(p), _file_sha256(p)) for p in calibration]
+        [onnxruntime.__version__] + [(osp.basename(p), file_sha256(p)) for p in calibration]
     ).encode()).hexdigest()[:12]
     int8 = osp.join(folder, f'int8-{calib_key}.onnx')
     if not osp.exists(int8):

@@ -9,10 +9,8 @@ import torch
 from ..engine.errors import UserInputError
 from .export import INPUT_NAME
 
-__all__ = ['BACKENDS', 'engine_version', 'make_runner']
+__all__ = ['make_runner']
 
-#: Engines for an exported graph ('pytorch' runs the checkpoint itself).
-BACKENDS = ('onnxruntime', 'openvino')
 #: OpenVINO's precision hint per requested precision: 'f32' keeps float32 maths; the int8 graph
 #: carries its own (QDQ) quantization, so it needs no hint.
 _OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16'}
@@ -30,11 +28,6 @@ def _module(backend: str):
     except ImportError as error:
         raise UserInputError(f'--backend {backend}: {backend} is not installed ({error}); '
                              f'{_INSTALL[backend]}, or pick another --backend.') from None
-
-
-def engine_version(backend: str) -> str:
-    """``'<backend> <version>'`` of an installed engine (UserInputError if it is missing)."""
-    return f'{backend} {_module(backend).__version__}'
 
 
 def make_runner(backend: str, onnx_file: str, precision: str = 'fp32',
