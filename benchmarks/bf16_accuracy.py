@@ -25,7 +25,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from deeplabv3_plugin.apis import FastInferenceHook  # noqa: E402
+from deeplabv3_plugin.engine.hooks import FastInferenceHook  # noqa: E402
 
 #: The inference paths compared, as FastInferenceHook arguments (None: the plain model).
 PATHS = {

@@ -19,11 +19,11 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn
+from deeplabv3_plugin.deploy.fast_inference import fuse_conv_bn
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
 from deeplabv3_plugin.deploy.export import INPUT_NAME, export_onnx
 from deeplabv3_plugin.deploy.int8 import calibration_images, int8_summary, quantize_int8
-from deeplabv3_plugin.utils.cpu_features import cpu_features
+from deeplabv3_plugin.cpu_features import cpu_features
 
 CALIBRATION_IMAGES = 4  # calibration holds every activation of every image in memory
 

@@ -25,10 +25,10 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from benchmarks.bf16_accuracy import _CollectPredictions, format_accuracy  # noqa: E402
-from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn  # noqa: E402
+from deeplabv3_plugin.deploy.fast_inference import fuse_conv_bn  # noqa: E402
 from deeplabv3_plugin.apis.inference import build_segmentor  # noqa: E402
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes  # noqa: E402
-from deeplabv3_plugin.engine.tool_options import use_exported_model  # noqa: E402
+from deeplabv3_plugin.cli import use_exported_model  # noqa: E402
 from deeplabv3_plugin.deploy.export import export_onnx  # noqa: E402
 from deeplabv3_plugin.deploy.artifacts import calibration_files  # noqa: E402
 from deeplabv3_plugin.deploy.int8 import CALIBRATION_IMAGES, quantize_int8  # noqa: E402

@@ -10,7 +10,7 @@ import torch
 from benchmarks.bf16_accuracy import format_accuracy
 
 from deeplabv3_plugin.deploy.engines import ENGINE_TABLE, cpu_kind
-from deeplabv3_plugin.utils.cpu_features import cpu_features
+from deeplabv3_plugin.cpu_features import cpu_features
 
 INFERENCE_ORDER = ('mmseg', 'mmseg-fast', 'plugin-plain', 'plugin', 'plugin-bf16',
                    'plugin-compile', 'plugin-bf16-compile', 'onnx-fp32', 'onnx-int8', 'ov-fp32',

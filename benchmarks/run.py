@@ -46,8 +46,8 @@ from benchmarks.measure import (PeakMemory, count_flops, matmul_reference,  # no
                                 median, time_alternating)
 from benchmarks.models import build_model, inference_batch, training_batch  # noqa: E402
 from benchmarks.report import VARIANT_HELP, format_report, machine_info  # noqa: E402
-from deeplabv3_plugin.apis import FastInferenceModel  # noqa: E402
-from deeplabv3_plugin.utils.cpu_features import cpu_features  # noqa: E402
+from deeplabv3_plugin.deploy.fast_inference import FastInferenceModel  # noqa: E402
+from deeplabv3_plugin.cpu_features import cpu_features  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 

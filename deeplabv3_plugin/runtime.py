@@ -12,13 +12,11 @@ checkpoint is made inert (:mod:`~deeplabv3_plugin.checkpoint.meta`). It also reg
 ``custom_imports``; the tools import it.
 """
 from mmengine.registry import MODEL_WRAPPERS
-from mmengine.runner.checkpoint import CheckpointLoader
 
 import deeplabv3_plugin  # noqa: F401  (the components the configs name)
 from deeplabv3_plugin.engine.model_wrappers import CPUSafeDDP
-from deeplabv3_plugin.checkpoint.routes import CHECKPOINT_ROUTES
+from deeplabv3_plugin.checkpoint.routes import register_routes
 
-for _prefixes, _loader in CHECKPOINT_ROUTES:
-    CheckpointLoader.register_scheme(prefixes=_prefixes, loader=_loader, force=True)
+register_routes()
 if MODEL_WRAPPERS.get('CPUSafeDDP') is None:
     MODEL_WRAPPERS.register_module(module=CPUSafeDDP)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from mmengine.config import Config
 
-from deeplabv3_plugin.engine import (UserInputError, keep_total_batch, launcher_world_size,
-                                     split_total_batch)
+from deeplabv3_plugin.engine import keep_total_batch, launcher_world_size, split_total_batch
+from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.paper.tables import find_row
 from tools_testutils import (BIN_DIR, PAPER_CONFIG, check_ok, load_tool, make_voc_aug_dataset,
                              run, tiny_paper_options, tool_env)

@@ -34,9 +34,9 @@ from mmseg.structures import SegDataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
-from deeplabv3_plugin.engine.tool_options import enable_tta
+from deeplabv3_plugin.cli import enable_tta
 from deeplabv3_plugin.paper.tables import PAPER_TABLES, find_row
-from deeplabv3_plugin.utils.torchvision_convert import convert_state_dict
+from deeplabv3_plugin.converters.torchvision import convert_state_dict
 from _config_cache import cached_scoped_bases
 from _torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
 

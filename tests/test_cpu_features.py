@@ -7,8 +7,8 @@ ran ``--bf16`` at a third of its float32 speed.
 import pytest
 import torch
 
-from deeplabv3_plugin.utils import cpu_features as features_module
-from deeplabv3_plugin.utils.cpu_features import CPUFeatures, cpu_features, resolve_bf16
+from deeplabv3_plugin import cpu_features as features_module
+from deeplabv3_plugin.cpu_features import CPUFeatures, cpu_features, resolve_bf16
 
 ICE_LAKE = CPUFeatures('Intel Xeon (Ice Lake)', frozenset({'avx2', 'avx512f', 'avx512_vnni'}),
                        'AVX512')

@@ -15,7 +15,7 @@ from PIL import Image
 from scipy.io import loadmat, savemat
 from scipy.sparse import csc_matrix
 
-from deeplabv3_plugin.utils.dataset_check import check_label_file, check_tree
+from deeplabv3_plugin.datasets.dataset_check import check_label_file, check_tree
 from tools_testutils import load_tool
 
 VOC_TOOL, CITYSCAPES_TOOL = load_tool('prepare_voc_aug'), load_tool('prepare_cityscapes')

@@ -677,7 +677,7 @@ def test_deeplabv3_segmentor_trains_at_os16_and_evaluates_at_os8(batch_size):
 
 
 def test_multigrid_resnet_model_switches_to_os8_with_the_head():
-    from deeplabv3_plugin.models.utils import set_output_stride
+    from deeplabv3_plugin.models.output_stride import set_output_stride
     model = _tiny_multigrid_model()
     model.eval()
     state = copy.deepcopy(model.state_dict())

@@ -10,7 +10,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 from deeplabv3_plugin.models.segmentors import DeepLabV3
-from deeplabv3_plugin.models.utils import OutputStrideSwitchable, set_output_stride
+from deeplabv3_plugin.models.output_stride import OutputStrideSwitchable, set_output_stride
 
 NUM_CLASSES = 3
 
@@ -32,9 +32,12 @@ class _OSProbeHead(BaseDecodeHead, OutputStrideSwitchable):
         self.calls = []
         self.switch_output_stride(output_stride)
 
-    def switch_output_stride(self, output_stride: int) -> None:
+    def validate_output_stride(self, output_stride: int) -> None:
         if output_stride not in (8, 16, 32):
             raise ValueError(f'_OSProbeHead: output_stride={output_stride} is not allowed')
+
+    def switch_output_stride(self, output_stride: int) -> None:
+        self.validate_output_stride(output_stride)
         rate = 6 * 16 // output_stride
         self.atrous.dilation = (rate, rate)
         self.atrous.padding = (rate, rate)
@@ -46,7 +49,7 @@ class _OSProbeHead(BaseDecodeHead, OutputStrideSwitchable):
 
 
 BACKBONE = dict(type='MultiGridResNet', depth=50, base_channels=4, stem_channels=8,
-                output_stride=16, multi_grid=(1, 2, 4))
+                multi_grid=(1, 2, 4))
 PREPROCESSOR = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
                     std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
                     size_divisor=1)
@@ -251,20 +254,22 @@ def test_mode_change_realigns_a_submodule_switched_on_its_own():
     assert oses(model) == (8, 8)
 
 
-def test_without_output_stride_the_submodules_values_are_used():
-    model = build(backbone=dict(BACKBONE, output_stride=8), decode_head=probe_head(output_stride=8),
-                  test_output_stride=16)
-    assert model.output_stride == 8
-    model.eval()
-    assert model.backbone.current_output_stride == 16
-    with pytest.raises(ValueError, match=r'backbone=8, decode_head=16.*set '
-                       r'DeepLabV3\(output_stride=...\)'):
+def test_the_segmentor_builds_its_parts_at_its_output_stride_once():
+    """The segmentor owns the OS: its parts are built at it, not built at their default and
+    switched; a part's config may repeat the value, not contradict it."""
+    model = build(backbone=dict(BACKBONE, output_stride=8), output_stride=8)
+    assert model.decode_head.calls == [8]  # built at 8 and never switched
+    assert oses(model) == (8, 8) and model.current_output_stride == 8
+    with pytest.raises(ValueError, match=r'DeepLabV3: backbone.output_stride=8 differs from '
+                       r'output_stride=16; the segmentor owns the output stride'):
         build(backbone=dict(BACKBONE, output_stride=8))
+    with pytest.raises(ValueError, match=r'decode_head.output_stride=32 differs'):
+        build(decode_head=probe_head(output_stride=32), output_stride=8)
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(output_stride=12), r'DeepLabV3: output_stride=12 was rejected: output_stride=12 is '
-     r'not allowed: expected a power of'),
+    (dict(output_stride=12), r'^output_stride=12 is not allowed: expected a '
+     r'power of'),
     (dict(output_stride=16, test_output_stride=3),
      r'DeepLabV3: test_output_stride=3 was rejected: output_stride=3 is not allowed'),
     (dict(output_stride=16, test_output_stride=64),
@@ -285,13 +290,9 @@ def test_rejected_test_output_stride_leaves_the_model_untouched():
     assert model.test_output_stride is None
 
 
-@pytest.mark.parametrize('knob,match', [
-    ('output_stride', 'output_stride=8 cannot be applied: no submodule is OutputStrideSwitchable'),
-    ('test_output_stride', 'test_output_stride=8 needs a training output stride'),
-])
-def test_knob_without_switchable_modules_is_rejected(knob, match):
+def test_a_model_without_an_output_stride_to_own_is_refused():
     fixed = dict(backbone=dict(type='ResNetV1c', depth=18, base_channels=4, stem_channels=8),
                  decode_head=dict(aspp_head(), in_channels=32))
-    assert build(**fixed).output_stride is None  # no knob given: a plain EncoderDecoder
-    with pytest.raises(ValueError, match=match):
-        build(**fixed, **{knob: 8})
+    with pytest.raises(ValueError, match=r"DeepLabV3: neither backbone 'ResNetV1c' nor "
+                       r"decode_head 'ASPPHead' follows an output stride.*EncoderDecoder"):
+        build(**fixed)

@@ -106,7 +106,7 @@ def test_demo_configs_keep_their_canvas_under_tta():
     from mmseg.registry import MODELS
 
     import deeplabv3_plugin  # noqa: F401
-    from deeplabv3_plugin.engine.tool_options import enable_tta
+    from deeplabv3_plugin.cli import enable_tta
 
     init_default_scope('mmseg')
     for size in (192, 128):

@@ -22,16 +22,15 @@ from mmseg.models import SegTTAModel
 from mmseg.registry import HOOKS, MODEL_WRAPPERS, MODELS
 
 import deeplabv3_plugin  # noqa: F401
-from deeplabv3_plugin.engine import (CheckpointCompatibilityHook, CheckpointMismatchError,
-                                     CPUSafeDDP, UserInputError, check_cfg_options,
-                                     check_state_dict_fits, compare_state_dicts,
-                                     convert_sync_bn_cfg, load_config,
+from deeplabv3_plugin.checkpoint.compatibility import (CheckpointMismatchError,
+                                                       check_state_dict_fits, compare_state_dicts)
+from deeplabv3_plugin.cli import (add_custom_hook, check_checkpoint_arg, enable_amp, enable_tta,
+                                  enable_visualization, set_resume, set_test_output_dir,
+                                  set_test_output_stride, set_work_dir)
+from deeplabv3_plugin.config_checks import cfg_option_problem, check_cfg_options, load_config
+from deeplabv3_plugin.engine import (CheckpointCompatibilityHook, CPUSafeDDP, convert_sync_bn_cfg,
                                      prepare_cpu_distributed_cfg, torch_dist_env)
-from deeplabv3_plugin.engine.config_checks import cfg_option_problem
-from deeplabv3_plugin.engine.tool_options import (add_custom_hook, check_checkpoint_arg,
-                                                  enable_amp, enable_tta, enable_visualization,
-                                                  set_resume, set_test_output_dir,
-                                                  set_test_output_stride, set_work_dir)
+from deeplabv3_plugin.errors import UserInputError
 
 TINY_CONFIG = osp.join(osp.dirname(__file__), 'configs', 'tools_tiny.py')
 
@@ -246,7 +245,7 @@ def test_enable_amp(cfg):
         enable_amp(cfg)
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
         return
-    from deeplabv3_plugin.utils.cpu_features import cpu_features
+    from deeplabv3_plugin.cpu_features import cpu_features
     if not cpu_features().native_bf16:
         with pytest.raises(UserInputError, match='--amp: on a CPU mixed precision means bf16'):
             enable_amp(cfg)
@@ -276,7 +275,7 @@ def test_set_resume(cfg, tmp_path):
 
 def test_fresh_start_over_existing_checkpoints_warns(cfg, tmp_path):
     cfg.work_dir = str(tmp_path)
-    with mock.patch('deeplabv3_plugin.engine.tool_options.print_log') as log:
+    with mock.patch('deeplabv3_plugin.cli.print_log') as log:
         set_resume(cfg, None)
         assert not log.called
         (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
@@ -302,8 +301,8 @@ def test_set_test_output_stride_refuses_models_without_the_knob(cfg):
     cfg.model.type = 'EncoderDecoder'
     set_test_output_stride(cfg, None)
     assert 'test_output_stride' not in cfg.model
-    with pytest.raises(UserInputError, match="model type 'EncoderDecoder' has no "
-                       'test_output_stride'):
+    with pytest.raises(UserInputError, match="model type 'EncoderDecoder' does not switch its "
+                       'output stride'):
         set_test_output_stride(cfg, 8)
     for bad in (0, 12, -8):
         with pytest.raises(UserInputError, match=f'--output-stride {bad}: .*power of two'):
@@ -316,19 +315,12 @@ def test_set_test_output_stride_on_the_plugin_segmentor(cfg):
     assert cfg.model.test_output_stride == 8
 
 
-def test_set_test_output_stride_follows_kwargs_up_the_mro(cfg):
-    from mmseg.models import EncoderDecoder
+def test_set_test_output_stride_asks_the_protocol(cfg):
+    """A subclass of DeepLabV3 (through its registry name or as a class) takes the flag."""
+    from deeplabv3_plugin.models.segmentors import DeepLabV3
 
-    class _StrideAware(EncoderDecoder):  # the contract DeepLabV3 implements
-
-        def __init__(self, test_output_stride=None, **kwargs):
-            super().__init__(**kwargs)
-            self.test_output_stride = test_output_stride
-
-    class _Subclass(_StrideAware):  # reached through **kwargs
-
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
+    class _Subclass(DeepLabV3):
+        pass
 
     cfg.model.type = _Subclass
     set_test_output_stride(cfg, 8)

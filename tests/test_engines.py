@@ -20,8 +20,8 @@ from tools_testutils import PYTHON, REPO_ROOT, check_ok, eval_cmd, run
 
 from deeplabv3_plugin.deploy import engines
 from deeplabv3_plugin.deploy.engines import Engine, choose_engine
-from deeplabv3_plugin.engine import UserInputError
-from deeplabv3_plugin.utils.cpu_features import CPUFeatures
+from deeplabv3_plugin.errors import UserInputError
+from deeplabv3_plugin.cpu_features import CPUFeatures
 
 FLAGS = {'native-bf16': {'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_int8'},
          'vnni': {'avx2', 'avx512f', 'avx512_vnni'}, 'avx2': {'avx2', 'fma'}}

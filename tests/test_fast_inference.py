@@ -22,9 +22,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401
-from deeplabv3_plugin.apis import (FastInferenceHook, FastInferenceModel, fold_bn_into_conv,
-                                   fuse_conv_bn, register_conv_bn_pairs)
-from deeplabv3_plugin.models.utils import set_output_stride
+from deeplabv3_plugin.deploy.fast_inference import (FastInferenceModel, fold_bn_into_conv,
+                                                     fuse_conv_bn, register_conv_bn_pairs)
+from deeplabv3_plugin.engine.hooks import FastInferenceHook
+from deeplabv3_plugin.models.output_stride import set_output_stride
 
 from _demo_fixture import MODEL_SIZE, build_tiny_model, randomize_bn, tiny_demo_config
 

@@ -16,8 +16,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import deeplabv3_plugin  # noqa: F401
 from deeplabv3_plugin.apis import FastInferenceModel, inference_model, init_model
 from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES
-from deeplabv3_plugin.engine import UserInputError
-from deeplabv3_plugin.utils.cpu_features import cpu_features
+from deeplabv3_plugin.errors import UserInputError
+from deeplabv3_plugin.cpu_features import cpu_features
 
 from _demo_fixture import randomize_bn, tiny_demo_config
 

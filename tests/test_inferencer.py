@@ -20,7 +20,7 @@ from _checkpoint_fixture import save_checkpoint
 from _demo_fixture import tiny_demo_config
 from deeplabv3_plugin.apis import DeepLabV3Inferencer, inference_model, init_model
 from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES, PALETTE
-from deeplabv3_plugin.engine.tool_options import enable_tta
+from deeplabv3_plugin.cli import enable_tta
 from tools_testutils import TINY_CONFIG, make_voc_dataset
 
 

@@ -12,7 +12,7 @@ from mmseg.models.backbones import ResNet, ResNetV1c
 from mmseg.registry import MODELS
 
 from deeplabv3_plugin.models.backbones import CascadedBlock, MultiGridResNet, Subsample
-from deeplabv3_plugin.models.utils import set_output_stride
+from deeplabv3_plugin.models.output_stride import set_output_stride
 
 TINY = dict(base_channels=4, stem_channels=8)
 UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}

@@ -22,9 +22,9 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 from deeplabv3_plugin.apis.inference import build_segmentor
-from deeplabv3_plugin.engine.errors import UserInputError
+from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.deploy.export import export_onnx, parse_shape, run_onnxruntime
-from deeplabv3_plugin.utils.torchvision_convert import convert_torchvision_checkpoint
+from deeplabv3_plugin.converters.torchvision import convert_torchvision_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'export_onnx.py')

@@ -6,7 +6,7 @@ function under test.
 import pytest
 import torch.nn as nn
 
-from deeplabv3_plugin.models.utils import (OutputStrideSwitchable, allowed_output_strides,
+from deeplabv3_plugin.models.output_stride import (OutputStrideSwitchable, allowed_output_strides,
                                            make_dilation_plan, set_output_stride)
 
 R50 = (3, 4, 6, 3)
@@ -135,6 +135,10 @@ class _Recorder(nn.Module, OutputStrideSwitchable):
         super().__init__()
         self.calls = []
 
+    def validate_output_stride(self, output_stride: int) -> None:
+        if output_stride == 3:
+            raise ValueError('output_stride=3 is not allowed')
+
     def switch_output_stride(self, output_stride: int) -> None:
         self.calls.append(output_stride)
 
@@ -145,6 +149,22 @@ def test_set_output_stride_reaches_every_implementing_module():
     assert model[0].calls == [8] and model[1][1].calls == [8]
     set_output_stride(model[1][1], 16)  # the module itself counts
     assert model[1][1].calls == [8, 16] and model[0].calls == [8]
+
+
+def test_set_output_stride_checks_every_module_before_switching_any():
+    model = nn.Sequential(_Recorder(), _Recorder())
+    with pytest.raises(ValueError, match='output_stride=3 is not allowed'):
+        set_output_stride(model, 3)
+    assert model[0].calls == [] and model[1].calls == []
+
+
+def test_set_output_stride_reaches_the_outermost_implementers_only():
+    """A segmentor inside a wrapper takes the value as its own (its test OS), and its parts
+    follow it rather than being switched behind its back."""
+    outer = _Recorder()
+    outer.inner = _Recorder()
+    set_output_stride(nn.Sequential(outer), 8)
+    assert outer.calls == [8] and outer.inner.calls == []
 
 
 def test_set_output_stride_without_implementers_raises():

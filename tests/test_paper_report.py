@@ -18,7 +18,7 @@ from matplotlib import image as plt_image
 from mmengine.config import Config
 
 from _config_cache import cached_scoped_bases
-from deeplabv3_plugin.engine.tool_options import enable_tta, set_test_output_stride
+from deeplabv3_plugin.cli import enable_tta, set_test_output_stride
 from deeplabv3_plugin.paper.figures import plot_table
 from deeplabv3_plugin.paper.report import best_runs, build_report, find_runs, read_run
 from deeplabv3_plugin.paper.tables import PAPER_TABLES

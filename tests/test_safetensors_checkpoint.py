@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch.hub import HASH_REGEX, download_url_to_file
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
-from deeplabv3_plugin.engine import UserInputError
+from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.checkpoint.loader import CheckpointError, load_local_checkpoint
 from deeplabv3_plugin.checkpoint.safetensors_format import (check_resumable,
                                                            load_safetensors_checkpoint,

@@ -17,8 +17,8 @@ import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the t
 from tools_testutils import (BIN_DIR, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd,
                              load_tool, run, snapshot, train_cmd)
 
-from deeplabv3_plugin.engine import UserInputError
-from deeplabv3_plugin.utils.cpu_features import cpu_features
+from deeplabv3_plugin.errors import UserInputError
+from deeplabv3_plugin.cpu_features import cpu_features
 
 #: |int8 - fp32| mIoU allowed for the 4-iteration tiny model, whose near-tied logits int8
 #: rounding can flip (the real models' figures are in the README and benchmarks/).

@@ -1,4 +1,4 @@
-"""tools/convert_torchvision.py and deeplabv3_plugin.utils.torchvision_convert.
+"""tools/convert_torchvision.py and deeplabv3_plugin.converters.torchvision.
 
 The source side is built here (torchvision is not installable beside torch 2.13, and nothing is
 downloaded): ``_torchvision_reference`` re-implements torchvision's ``deeplabv3_resnet50/101``
@@ -29,9 +29,9 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from tools_testutils import load_tool
 
-from deeplabv3_plugin.apis import build_segmentor
-from deeplabv3_plugin.engine.errors import UserInputError
-from deeplabv3_plugin.utils.torchvision_convert import (
+from deeplabv3_plugin.checkpoint.segmentor import build_segmentor
+from deeplabv3_plugin.errors import UserInputError
+from deeplabv3_plugin.converters.torchvision import (
     TorchvisionConversionError, check_torchvision_geometry,
     convert_state_dict, convert_torchvision_checkpoint, detect_resnet_depth,
     load_torchvision_state_dict, plugin_to_torchvision_key, torchvision_to_plugin_key)

@@ -5,12 +5,12 @@
 
 prints one line per split and every problem (naming the file and what is wrong); exit status 1
 if there is any error (with --strict also on warnings such as counts that differ from the
-paper's), 2 if the root is not a dataset root. See :mod:`deeplabv3_plugin.utils.dataset_check`.
+paper's), 2 if the root is not a dataset root. See :mod:`deeplabv3_plugin.datasets.dataset_check`.
 """
 import argparse
 import sys
 
-from deeplabv3_plugin.utils.dataset_check import check_tree
+from deeplabv3_plugin.datasets.dataset_check import check_tree
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -4,14 +4,14 @@ SRC is a state dict of torchvision's ``deeplabv3_resnet50/101`` (aux head option
 ``deeplabv3_resnet50_coco-cd0a2569.pth``; DST an mmengine checkpoint of the matching
 ``configs/torchvision/`` config (picked by depth unless ``--config``), computing the same logits.
 Anything that does not fit names the offending keys and exits with status 2, writing nothing
-(:mod:`deeplabv3_plugin.utils.torchvision_convert`).
+(:mod:`deeplabv3_plugin.converters.torchvision`).
 """
 import argparse
 
 from mmengine.config import DictAction
 
-from deeplabv3_plugin.engine.errors import run_tool
-from deeplabv3_plugin.utils.torchvision_convert import (convert_torchvision_checkpoint,
+from deeplabv3_plugin.errors import run_tool
+from deeplabv3_plugin.converters.torchvision import (convert_torchvision_checkpoint,
                                                         default_config_for,
                                                         detect_resnet_depth,
                                                         load_torchvision_state_dict)

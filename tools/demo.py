@@ -35,10 +35,11 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 from deeplabv3_plugin.datasets.synthetic_shapes import (  # noqa: E402
     CLASSES, generate_synthetic_shapes)
-from deeplabv3_plugin.engine import UserInputError, check_cfg_options  # noqa: E402
+from deeplabv3_plugin.config_checks import check_cfg_options  # noqa: E402
+from deeplabv3_plugin.errors import UserInputError  # noqa: E402
 from deeplabv3_plugin.paper.curves import find_scalars, plot_training_curves  # noqa
 from deeplabv3_plugin.deploy.engines import choose_engine, cpu_kind  # noqa: E402
-from deeplabv3_plugin.utils.cpu_features import cpu_features  # noqa: E402
+from deeplabv3_plugin.cpu_features import cpu_features  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(

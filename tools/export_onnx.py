@@ -22,9 +22,9 @@ import tempfile
 
 from mmengine.config import DictAction
 
-from deeplabv3_plugin.apis.fast_inference import fuse_conv_bn
+from deeplabv3_plugin.deploy.fast_inference import fuse_conv_bn
 from deeplabv3_plugin.apis.inference import build_segmentor
-from deeplabv3_plugin.engine.errors import UserInputError, run_tool
+from deeplabv3_plugin.errors import UserInputError, run_tool
 from deeplabv3_plugin.deploy.export import compare_with_pytorch, export_onnx, parse_shape
 from deeplabv3_plugin.deploy.int8 import (CALIBRATION_IMAGES, calibration_images, int8_summary,
                                           quantize_int8)

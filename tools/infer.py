@@ -31,9 +31,9 @@ from PIL import Image
 from deeplabv3_plugin.apis import DeepLabV3Inferencer
 from deeplabv3_plugin.deploy.engines import BACKEND_CHOICES, PRECISION_CHOICES
 from deeplabv3_plugin.deploy.int8 import CALIBRATION_IMAGES
-from deeplabv3_plugin.engine import load_config, run_tool
-from deeplabv3_plugin.engine.tool_options import (check_checkpoint_arg, enable_tta,
-                                                  set_test_output_stride)
+from deeplabv3_plugin.config_checks import load_config
+from deeplabv3_plugin.errors import run_tool
+from deeplabv3_plugin.cli import check_checkpoint_arg, enable_tta, set_test_output_stride
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')

@@ -13,8 +13,8 @@ with status 2.
 import argparse
 
 import deeplabv3_plugin.runtime  # noqa: F401  (components, safe checkpoint loader)
-from deeplabv3_plugin.engine import run_tool
-from deeplabv3_plugin.engine.tool_options import check_checkpoint_arg
+from deeplabv3_plugin.errors import run_tool
+from deeplabv3_plugin.cli import check_checkpoint_arg
 from deeplabv3_plugin.checkpoint.publish import publish_model
 
 

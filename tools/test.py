@@ -23,13 +23,13 @@ import os
 from mmengine.config import DictAction
 
 import deeplabv3_plugin.runtime  # noqa: F401  (components, safe checkpoint loader, CPU DDP)
-from deeplabv3_plugin.engine import (UserInputError, build_runner, check_cfg_options,
-                                     load_config, run_tool, setup_distributed)
+from deeplabv3_plugin.config_checks import check_cfg_options, load_config
+from deeplabv3_plugin.engine import build_runner, setup_distributed
+from deeplabv3_plugin.errors import UserInputError, run_tool
 from deeplabv3_plugin.deploy.engines import BACKEND_CHOICES, PRECISION_CHOICES
 from deeplabv3_plugin.deploy.int8 import CALIBRATION_IMAGES
-from deeplabv3_plugin.engine.tool_options import (check_checkpoint_arg, enable_tta,
-                                                  enable_visualization, set_inference_engine,
-                                                  set_test_output_dir, set_work_dir)
+from deeplabv3_plugin.cli import (check_checkpoint_arg, enable_tta, enable_visualization,
+                                  set_inference_engine, set_test_output_dir, set_work_dir)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

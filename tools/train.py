@@ -13,11 +13,11 @@ import os
 from mmengine.config import DictAction
 
 import deeplabv3_plugin.runtime  # noqa: F401  (components, safe checkpoint loader, CPU DDP)
-from deeplabv3_plugin.engine import (build_runner, check_cfg_options, keep_total_batch,
-                                     launcher_world_size, load_config, run_tool,
+from deeplabv3_plugin.config_checks import check_cfg_options, load_config
+from deeplabv3_plugin.engine import (build_runner, keep_total_batch, launcher_world_size,
                                      setup_distributed)
-from deeplabv3_plugin.engine.tool_options import (add_custom_hook, enable_amp, set_resume,
-                                                  set_work_dir)
+from deeplabv3_plugin.errors import run_tool
+from deeplabv3_plugin.cli import add_custom_hook, enable_amp, set_resume, set_work_dir
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,11 +9,12 @@ from mmengine.logging import print_log
 from mmseg.registry import INFERENCERS, MODELS
 
 from .. import registry  # noqa: F401  (the deeplabv3_plugin config scope, see its docstring)
+from ..checkpoint.routes import register_routes
 from ..deploy.artifacts import choose_calibrated_engine, exported_model
 from ..deploy.engines import Engine
+from ..deploy.fast_inference import FastInferenceModel
 from ..deploy.int8 import CALIBRATION_IMAGES
-from ..engine.errors import UserInputError
-from .fast_inference import FastInferenceModel
+from ..errors import UserInputError
 from .inference import inference_pipeline
 
 __all__ = ['DeepLabV3Inferencer']
@@ -44,7 +45,7 @@ class DeepLabV3Inferencer(MMSegInferencer):
                 'the config stored in the checkpoint would run that text as Python, so it is '
                 'refused. Pass the config file the checkpoint was trained with, e.g. '
                 f'DeepLabV3Inferencer(model="configs/....py", weights={weights!r}).')
-        import deeplabv3_plugin.runtime  # noqa: F401  (loads mmengine checkpoints, safely)
+        register_routes()  # mmengine's loader reaches the weights through the safe routes
         super().__init__(model, weights, *args, **kwargs)
         device = kwargs.get('device') or (args[3] if len(args) > 3 else None) or 'cpu'
         engine, reason, calibration = choose_calibrated_engine(

@@ -26,7 +26,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch.hub import HASH_REGEX
 
 from ..datasets.safe_write import open_within
-from ..engine.errors import UserInputError
+from ..errors import UserInputError
 from ..version import __version__
 from .safetensors_format import SUFFIX, safetensors_bytes
 

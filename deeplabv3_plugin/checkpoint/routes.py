@@ -26,16 +26,17 @@ import torch
 from mmengine.dist import get_dist_info
 from mmengine.fileio import get_file_backend
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import (_get_mmengine_home, _process_mmcls_checkpoint,
+from mmengine.runner.checkpoint import (CheckpointLoader, _get_mmengine_home,
+                                        _process_mmcls_checkpoint,
                                         get_deprecated_model_names, get_external_models,
                                         get_mmcls_models, get_torchvision_models)
 
-from ..engine.errors import UserInputError
+from ..errors import UserInputError
 from .loader import CheckpointError, load_local_checkpoint
 from .meta import inert_meta
 
 __all__ = ['CHECKPOINT_ROUTES', 'cached_download', 'file_sha256', 'load_from_local',
-           'load_from_url']
+           'load_from_url', 'register_routes']
 
 MapLocation = Optional[Union[str, torch.device, Callable]]
 
@@ -206,3 +207,10 @@ CHECKPOINT_ROUTES: Sequence[Tuple[Tuple[str, ...], Callable[..., Any]]] = (
     ((r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), load_from_ceph),
     (('pavi://', ), load_from_pavi),
 )
+
+
+def register_routes() -> None:
+    """Send every scheme of mmengine's ``CheckpointLoader`` through :data:`CHECKPOINT_ROUTES`
+    (``deeplabv3_plugin.runtime`` does it on import; the model builders before they load)."""
+    for prefixes, loader in CHECKPOINT_ROUTES:
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)

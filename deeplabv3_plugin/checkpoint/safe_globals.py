@@ -11,7 +11,7 @@ import pickle
 import reprlib
 from typing import Any, Callable, List, Tuple, Union
 
-from deeplabv3_plugin.engine.errors import UserInputError
+from deeplabv3_plugin.errors import UserInputError
 
 __all__ = ['CheckpointError', 'UnsafeCheckpointError', 'NUMERIC_DTYPES', 'Record',
            'torch_safe_globals']

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as serialize_tensors
 
-from ..engine.errors import UserInputError
+from ..errors import UserInputError
 from .safe_globals import CheckpointError
 
 __all__ = [

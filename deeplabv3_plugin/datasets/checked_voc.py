@@ -9,7 +9,7 @@ import mmengine.fileio as fileio
 from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
-from ..engine.errors import UserInputError, listing
+from ..errors import UserInputError, listing
 
 __all__ = ['CheckedPascalVOCDataset', 'MissingDataError']
 

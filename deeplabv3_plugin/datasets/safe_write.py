@@ -17,7 +17,7 @@ import stat
 from contextlib import contextmanager
 from typing import IO, Iterator, List, Optional
 
-from ..engine.errors import UserInputError
+from ..errors import UserInputError
 
 __all__ = ['UnsafeWriteError', 'open_within']
 

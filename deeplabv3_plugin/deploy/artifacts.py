@@ -17,7 +17,7 @@ from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
 from ..checkpoint.routes import file_sha256
-from ..engine.errors import UserInputError
+from ..errors import UserInputError
 from ..version import __version__
 from .engines import Engine, choose_engine
 from .int8 import CALIBRATION_IMAGES
@@ -116,8 +116,8 @@ def exported_graph(cfg: Config, checkpoint: str, precision: str = 'fp32',
 
 
 def _export(cfg: Config, checkpoint: str, output_stride: Optional[int], out_file: str) -> None:
-    from ..apis.fast_inference import fuse_conv_bn
-    from ..apis.inference import build_segmentor
+    from .fast_inference import fuse_conv_bn
+    from ..checkpoint.segmentor import build_segmentor
     from .export import export_onnx
     model = build_segmentor(cfg, checkpoint, output_stride=output_stride)
     fuse_conv_bn(model)

@@ -9,8 +9,8 @@ inferencer, ``tools/test.py --fast``, the demo).
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from ..engine.errors import UserInputError
-from ..utils.cpu_features import CPUFeatures, cpu_features
+from ..errors import UserInputError
+from ..cpu_features import CPUFeatures, cpu_features
 
 __all__ = ['BACKEND_CHOICES', 'PRECISION_CHOICES', 'Engine', 'ENGINE_TABLE', 'choose_engine',
            'cpu_kind']

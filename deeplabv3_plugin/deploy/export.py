@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deeplabv3_plugin.engine.errors import UserInputError
+from deeplabv3_plugin.errors import UserInputError
 
 __all__ = ['SegmentorExportWrapper', 'export_onnx', 'run_onnxruntime', 'compare_with_pytorch',
            'parse_shape']

@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from deeplabv3_plugin.engine.errors import UserInputError
-from deeplabv3_plugin.utils.cpu_features import cpu_features
+from deeplabv3_plugin.errors import UserInputError
+from deeplabv3_plugin.cpu_features import cpu_features
 from deeplabv3_plugin.deploy.export import INPUT_NAME
 
 __all__ = ['CALIBRATION_IMAGES', 'calibration_images', 'quantize_int8', 'int8_summary']

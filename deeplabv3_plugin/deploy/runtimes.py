@@ -6,7 +6,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..engine.errors import UserInputError
+from ..errors import UserInputError
 from .export import INPUT_NAME
 
 __all__ = ['make_runner']

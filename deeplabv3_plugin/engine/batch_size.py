@@ -21,7 +21,7 @@ from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
 from ..paper.tables import find_row
-from .errors import UserInputError
+from ..errors import UserInputError
 
 __all__ = ['BATCH_SIZE_PER_PROCESS', 'BatchSplit', 'TrainingBatchHook', 'keep_total_batch',
            'split_total_batch']

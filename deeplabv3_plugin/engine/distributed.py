@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.logging import print_log
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 __all__ = ['convert_sync_bn_cfg', 'launcher_world_size', 'prepare_cpu_distributed_cfg',
            'setup_distributed', 'torch_dist_env']

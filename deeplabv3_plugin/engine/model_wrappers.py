@@ -9,7 +9,7 @@ import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 from mmseg.registry import MODEL_WRAPPERS
 
-from .errors import listing
+from ..errors import listing
 
 __all__ = ['CPUSafeDDP']
 

@@ -8,7 +8,7 @@ from mmcv.transforms import BaseTransform
 from PIL import Image
 from mmseg.registry import TRANSFORMS
 
-from ...engine.errors import UserInputError, listing
+from ...errors import UserInputError, listing
 
 __all__ = ['CheckSegSample', 'label_problems']
 

@@ -8,8 +8,8 @@ from mmseg.models.backbones.resnet import Bottleneck, ResNet
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..utils.output_stride import (BLOCK_STRIDES, CASCADE_BLOCK_STRIDE, OutputStrideSwitchable,
-                                   make_dilation_plan)
+from ..output_stride import (BLOCK_STRIDES, CASCADE_BLOCK_STRIDE, DilationPlan,
+                             OutputStrideSwitchable, make_dilation_plan)
 
 
 class Subsample(nn.Module):
@@ -133,7 +133,7 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
             if value not in allowed:
                 raise ValueError(f'MultiGridResNet: {name}={value!r} is not allowed: expected '
                                  f'one of {allowed}.')
-        # Block1..4 at nominal strides; switch_output_stride below sets strides and rates.
+        # Block1..4 at nominal strides; the output stride's plan below sets strides and rates.
         super().__init__(
             depth=depth,
             in_channels=in_channels,
@@ -177,14 +177,16 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
             raise ValueError(f'MultiGridResNet: out_indices={out_indices!r} is not allowed: '
                              f'expected block indices in 0..{num_blocks - 1} '
                              f'(num_cascade_blocks={num_cascade_blocks}), or None for all.')
-        self.switch_output_stride(output_stride)
+        self._apply_plan(self._plan(output_stride))
         self.frozen_stages = frozen_stages
         self._freeze_stages()
         self.register_load_state_dict_pre_hook(_init_cascade_from_block4)
 
-    def switch_output_stride(self, output_stride: int) -> None:
-        plan = make_dilation_plan(output_stride, self.stage_blocks, self.multi_grid,
+    def _plan(self, output_stride: int) -> DilationPlan:
+        return make_dilation_plan(output_stride, self.stage_blocks, self.multi_grid,
                                   self.num_cascade_blocks, self.contract_dilation)
+
+    def _apply_plan(self, plan: DilationPlan) -> None:
         for name, stride, dilations, post_stride in zip(self.res_layers, plan.strides,
                                                         plan.unit_dilations,
                                                         plan.post_stride_dilations):
@@ -193,8 +195,14 @@ class MultiGridResNet(ResNet, OutputStrideSwitchable):
                     _set_unit_geometry(unit, stride, dilation, post_stride)
                 else:
                     _set_unit_geometry(unit, 1, dilation, dilation)
-        self.current_output_stride = output_stride
+        self.current_output_stride = plan.output_stride
         self.strides, self.dilations = plan.strides, plan.block_rates
+
+    def validate_output_stride(self, output_stride: int) -> None:
+        self._plan(output_stride)
+
+    def switch_output_stride(self, output_stride: int) -> None:
+        self._apply_plan(self._plan(output_stride))
 
     def train(self, mode: bool = True) -> 'MultiGridResNet':
         super().train(mode)  # mmseg's returns None, which breaks `backbone.eval()(x)`

@@ -15,7 +15,7 @@ from mmseg.utils import SampleList
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..utils.output_stride import MAX_CASCADE_BLOCKS, OutputStrideSwitchable, check_output_stride
+from ..output_stride import MAX_CASCADE_BLOCKS, OutputStrideSwitchable, check_output_stride
 from .aspp import ASPP
 from .label_downsample import downsample_labels
 
@@ -109,7 +109,7 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
         self.aspp = ASPP(
             self.in_channels,
             self.channels,
-            atrous_rates=self.atrous_rates,
+            atrous_rates=self._rates_at(output_stride),
             image_pooling=image_pooling,
             project_dropout=project_dropout,
             **layer_cfg)
@@ -118,12 +118,17 @@ class DeepLabV3Head(BaseDecodeHead, OutputStrideSwitchable):
             for _ in range(num_extra_convs)
         ]
         self.extra_convs = nn.Sequential(*extra_convs) if extra_convs else None
-        self.switch_output_stride(output_stride)
+        self.current_output_stride = output_stride
+
+    def _rates_at(self, output_stride: int) -> Tuple[int, ...]:
+        check_output_stride(output_stride, MAX_CASCADE_BLOCKS)
+        return scale_atrous_rates(self.atrous_rates, self.rates_output_stride, output_stride)
+
+    def validate_output_stride(self, output_stride: int) -> None:
+        self._rates_at(output_stride)
 
     def switch_output_stride(self, output_stride: int) -> None:
-        check_output_stride(output_stride, MAX_CASCADE_BLOCKS)
-        self.aspp.set_atrous_rates(
-            scale_atrous_rates(self.atrous_rates, self.rates_output_stride, output_stride))
+        self.aspp.set_atrous_rates(self._rates_at(output_stride))
         self.current_output_stride = output_stride
 
     @property

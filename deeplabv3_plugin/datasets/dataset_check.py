@@ -14,7 +14,7 @@ import numpy as np
 from mmengine.utils import track_progress
 from PIL import Image
 
-from ..datasets.transforms.check_sample import label_problems
+from .transforms.check_sample import label_problems
 
 #: How many problems of one kind a split lists before summarising the rest.
 MAX_LISTED = 10

@@ -1,9 +1,8 @@
 """What each option of ``tools/train.py`` and ``tools/test.py`` does to the config (as mmseg's)."""
 import copy
-import inspect
 import logging
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional
 
 from mmengine.config import Config
 from mmengine.device import get_device
@@ -12,13 +11,12 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import find_latest_checkpoint
 from mmseg.registry import MODELS
 
-from ..models.utils import check_output_stride
-from ..deploy.int8 import CALIBRATION_IMAGES
-from ..utils.cpu_features import bf16_slowdown, cpu_features, resolve_bf16
-from ..checkpoint.safetensors_format import check_resumable
-from . import bf16_optim_wrapper  # noqa: F401  (registers BF16AutocastOptimWrapper)
+from .checkpoint.safetensors_format import check_resumable
 from .config_checks import check_file_exists
+from .cpu_features import bf16_slowdown, cpu_features, resolve_bf16
+from .deploy.int8 import CALIBRATION_IMAGES
 from .errors import UserInputError
+from .models.output_stride import OutputStrideSwitchable, check_output_stride
 
 __all__ = [
     'add_custom_hook', 'check_checkpoint_arg', 'enable_amp', 'enable_fast_inference', 'enable_tta',
@@ -117,15 +115,6 @@ def check_checkpoint_arg(checkpoint: str) -> None:
                           '.safetensors file of tools/publish_model.py.')
 
 
-def _accepts(cls: type, name: str) -> bool:
-    """Whether ``cls(...)`` takes keyword ``name``, following ``**kwargs`` up the MRO."""
-    for klass in (k for k in cls.__mro__ if '__init__' in vars(k)):
-        params = inspect.signature(klass.__init__).parameters
-        if name in params or all(p.kind is not p.VAR_KEYWORD for p in params.values()):
-            return name in params
-    return False
-
-
 def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
     """``--output-stride N``: evaluate at another output stride, e.g. 8 for a model trained at
     16 (paper Sec. 4.3, Tables 4, 6)."""
@@ -139,10 +128,11 @@ def set_test_output_stride(cfg: Config, output_stride: Optional[int]) -> None:
     model_type = cfg.model.get('type')
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope') or 'mmseg'):
         model_cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
-    if model_cls is not None and not _accepts(model_cls, 'test_output_stride'):
+    if model_cls is not None and not (isinstance(model_cls, type)
+                                      and issubclass(model_cls, OutputStrideSwitchable)):
         raise UserInputError(
-            f'--output-stride {output_stride}: model type {model_type!r} has no '
-            "test_output_stride argument; use the plugin's type='DeepLabV3' or drop the flag.")
+            f'--output-stride {output_stride}: model type {model_type!r} does not switch its '
+            "output stride; use the plugin's type='DeepLabV3' or drop the flag.")
     cfg.model.test_output_stride = output_stride
 
 
@@ -183,7 +173,7 @@ def use_exported_model(cfg: Config, onnx_file: str, backend: str = 'onnxruntime'
                        precision: str = 'fp32') -> None:
     """Run ``cfg``'s test through the exported graph ``onnx_file`` with ``backend``
     (:class:`~deeplabv3_plugin.deploy.segmentor.ExportedSegmentor`)."""
-    from ..deploy.segmentor import exported_model_cfg
+    from .deploy.segmentor import exported_model_cfg
     cfg.model = exported_model_cfg(cfg.model, onnx_file, backend, precision)
     cfg.load_from = None
 
@@ -213,8 +203,8 @@ def set_inference_engine(cfg: Config, checkpoint: str, backend: str = 'auto',
         return None
     if pytorch_only and backend == 'auto':
         backend = 'pytorch'
-    from ..deploy.artifacts import choose_calibrated_engine, exported_model
-    from ..deploy.engines import Engine
+    from .deploy.artifacts import choose_calibrated_engine, exported_model
+    from .deploy.engines import Engine
     engine, reason, calibration = choose_calibrated_engine(
         cfg, backend, precision, 'fast' if fast else 'exact', get_device(),
         cfg.get('launcher', 'none') != 'none', calib_dir, calib_num)

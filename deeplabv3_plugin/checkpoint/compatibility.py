@@ -5,16 +5,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
-from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
-from mmengine.runner import find_latest_checkpoint
-from mmseg.registry import HOOKS
 
-from .errors import UserInputError, listing
+from ..errors import UserInputError, listing
 
 __all__ = [
-    'CheckpointCompatibilityHook', 'CheckpointMismatchError', 'check_state_dict_fits',
-    'checkpoint_state_dict', 'compare_state_dicts'
+    'CheckpointMismatchError', 'check_state_dict_fits', 'checkpoint_state_dict',
+    'compare_state_dicts'
 ]
 
 
@@ -78,15 +75,3 @@ def check_state_dict_fits(model: torch.nn.Module, checkpoint: Mapping[str, Any],
             f'config: {mismatch.describe()} Pass the config it was trained with (depth, widths, '
             'classes, head), or a checkpoint of this config.')
 
-
-@HOOKS.register_module()
-class CheckpointCompatibilityHook(Hook):
-    """Stop the run when a loaded or resumed checkpoint does not fully fit the model
-    (``tools/test.py`` always adds it, ``tools/train.py`` with ``--resume``)."""
-
-    priority = 'VERY_HIGH'
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        source = runner.cfg.get('load_from') or find_latest_checkpoint(runner.work_dir)
-        source = repr(source) if source else f'resumed from {runner.work_dir!r}'
-        check_state_dict_fits(runner.model, checkpoint, source=source)

@@ -1,14 +1,17 @@
-"""An mmengine hook that runs validation and testing through the fast inference path."""
+"""The plugin's mmengine hooks: checkpoint compatibility, and validation and testing through the
+fast inference path."""
 import copy
 from typing import Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import find_latest_checkpoint
 from mmseg.registry import HOOKS
 
-from .fast_inference import FastInferenceModel
+from ..checkpoint.compatibility import check_state_dict_fits
+from ..deploy.fast_inference import FastInferenceModel
 
-__all__ = ['FastInferenceHook']
+__all__ = ['CheckpointCompatibilityHook', 'FastInferenceHook']
 
 LOOPS = ('val', 'test')
 
@@ -47,3 +50,16 @@ class FastInferenceHook(Hook):
         # mmengine's before/after_{val,test}_epoch call these two with the loop's name.
         if self._original is not None:
             runner.model, self._original = self._original, None
+
+
+@HOOKS.register_module()
+class CheckpointCompatibilityHook(Hook):
+    """Stop the run when a loaded or resumed checkpoint does not fully fit the model
+    (``tools/test.py`` always adds it, ``tools/train.py`` with ``--resume``)."""
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        source = runner.cfg.get('load_from') or find_latest_checkpoint(runner.work_dir)
+        source = repr(source) if source else f'resumed from {runner.work_dir!r}'
+        check_state_dict_fits(runner.model, checkpoint, source=source)

@@ -11,8 +11,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from deeplabv3_plugin.engine.checkpoint_checks import checkpoint_state_dict, compare_state_dicts
-from deeplabv3_plugin.engine.errors import UserInputError, listing
+from deeplabv3_plugin.checkpoint.compatibility import checkpoint_state_dict, compare_state_dicts
+from deeplabv3_plugin.errors import UserInputError, listing
 from deeplabv3_plugin.checkpoint.loader import CheckpointError, load_local_checkpoint
 
 __all__ = [
@@ -78,7 +78,7 @@ def detect_resnet_depth(state_dict: Mapping[str, Tensor]) -> int:
 def load_torchvision_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
     """Read a torchvision state dict through the plugin's safe loader (also ``{'model': ...}``
     of torchvision's reference scripts, ``{'state_dict': ...}``, DDP's ``module.`` prefix)."""
-    from deeplabv3_plugin.engine.config_checks import check_file_exists
+    from deeplabv3_plugin.config_checks import check_file_exists
 
     check_file_exists(path, 'source checkpoint',
                       'Expected a torchvision DeepLabV3 state dict (.pth), e.g. '
@@ -181,7 +181,7 @@ def _function(model: nn.Module) -> Dict[str, str]:
 
 @functools.lru_cache()
 def _torchvision_function(depth: int) -> Dict[str, str]:
-    from deeplabv3_plugin.apis.inference import build_segmentor
+    from deeplabv3_plugin.checkpoint.segmentor import build_segmentor
 
     return _function(build_segmentor(default_config_for(depth)))
 
@@ -209,7 +209,7 @@ def convert_torchvision_checkpoint(src: str, dst: str, config,
     conversion succeeds); returns its ``meta``."""
     from mmseg.datasets import PascalVOCDataset
 
-    from deeplabv3_plugin.apis.inference import build_segmentor
+    from deeplabv3_plugin.checkpoint.segmentor import build_segmentor
 
     source = load_torchvision_state_dict(src)
     depth = detect_resnet_depth(source)

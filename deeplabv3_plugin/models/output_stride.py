@@ -14,11 +14,19 @@ MULTI_GRID_FIRST_BLOCK = 3  # multi-grid applies to block4 and every cascaded bl
 
 
 class OutputStrideSwitchable:
-    """A module whose geometry follows the model's output stride, weights untouched.
-    ``current_output_stride`` is the value it runs at now; the segmentor's ``output_stride``
-    and ``test_output_stride`` are the configured training and eval values."""
+    """The one way to ask whether a module follows an output stride: it runs at
+    ``current_output_stride`` and switches to another reachable value, weights untouched
+    (Tables 4, 6). ``MultiGridResNet`` and ``DeepLabV3Head`` are built at the OS they are given
+    and switch at once. The ``DeepLabV3`` segmentor owns the model's values: it gives its training
+    ``output_stride`` to its parts when it builds them, and its ``switch_output_stride`` sets the
+    OS it evaluates at (``test_output_stride``), which its parts take in eval mode."""
 
     current_output_stride: Optional[int] = None
+
+    def validate_output_stride(self, output_stride: int) -> None:
+        """Raise ``ValueError`` unless this module can run at ``output_stride``; changes
+        nothing."""
+        raise NotImplementedError
 
     def switch_output_stride(self, output_stride: int) -> None:
         raise NotImplementedError
@@ -128,19 +136,19 @@ def make_dilation_plan(output_stride: int,
 
 
 def set_output_stride(model: nn.Module, output_stride: int) -> None:
-    """Evaluate ``model`` at ``output_stride`` (Sec. 4.1): a ``DeepLabV3`` inside gets it as
-    ``test_output_stride``; other ``OutputStrideSwitchable`` modules switch at once."""
-    from ..segmentors import DeepLabV3  # the segmentors import this module
-    segmentors = [m for m in model.modules() if isinstance(m, DeepLabV3)]
-    inside = {id(sub) for segmentor in segmentors for sub in segmentor.modules()}
-    others = [
-        m for m in model.modules() if isinstance(m, OutputStrideSwitchable) and id(m) not in inside
-    ]
-    if not segmentors and not others:
+    """Evaluate ``model`` at ``output_stride`` (Sec. 4.1): every outermost
+    ``OutputStrideSwitchable`` module in it switches, a ``DeepLabV3`` by setting its
+    ``test_output_stride``. All are checked before any switches."""
+    outermost, inside = [], set()
+    for module in model.modules():  # parents before their children
+        if isinstance(module, OutputStrideSwitchable) and id(module) not in inside:
+            outermost.append(module)
+            inside.update(id(sub) for sub in module.modules())
+    if not outermost:
         raise ValueError(f'set_output_stride(model, {output_stride!r}): no module of '
                          f'{type(model).__name__} is OutputStrideSwitchable (use MultiGridResNet '
                          f'/ DeepLabV3Head).')
-    for segmentor in segmentors:
-        segmentor.test_output_stride = output_stride
-    for module in others:
+    for module in outermost:
+        module.validate_output_stride(output_stride)
+    for module in outermost:
         module.switch_output_stride(output_stride)
