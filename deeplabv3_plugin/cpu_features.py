@@ -44,15 +44,11 @@ class CPUFeatures:
                 f'{"yes" if self.vnni else "no"}')
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_features() -> CPUFeatures:
-    """This CPU's features, read once; family and model numbers name CPUs that virtual machines
-    show only as a brand."""
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            first = cpuinfo.read().strip().split('\n\n')[0]  # the first processor
-    except OSError:
-        first = ''
+def features_from_cpuinfo(cpuinfo: str) -> CPUFeatures:
+    """The features of the first processor in a ``/proc/cpuinfo`` text; family and model numbers
+    name CPUs that virtual machines show only as a brand. Without flags (no such file), torch's
+    own checks."""
+    first = cpuinfo.strip().split('\n\n')[0]
     fields = {key.strip(): value.strip()
               for key, _, value in (line.partition(':') for line in first.splitlines())}
     name = fields.get('model name') or platform.processor() or platform.machine()
@@ -65,6 +61,15 @@ def cpu_features() -> CPUFeatures:
 
 
 @functools.lru_cache(maxsize=None)
+def cpu_features() -> CPUFeatures:
+    """This CPU's features, read once."""
+    try:
+        with open('/proc/cpuinfo') as cpuinfo:
+            return features_from_cpuinfo(cpuinfo.read())
+    except OSError:
+        return features_from_cpuinfo('')
+
+
 def bf16_slowdown(training: bool = False) -> float:
     """bf16 autocast / float32 time of a channels_last 64-channel 3x3 conv (forward, and
     backward with ``training``), measured now: median of 5, about half a second."""

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from deeplabv3_plugin import cpu_features as features_module
-from deeplabv3_plugin.cpu_features import CPUFeatures, cpu_features, resolve_bf16
+from deeplabv3_plugin.cpu_features import (CPUFeatures, cpu_features, features_from_cpuinfo,
+                                           resolve_bf16)
 
 ICE_LAKE = CPUFeatures('Intel Xeon (Ice Lake)', frozenset({'avx2', 'avx512f', 'avx512_vnni'}),
                        'AVX512')
@@ -25,17 +26,45 @@ def test_native_bf16_and_vnni_follow_the_flags():
                                'int8 VNNI: no')
 
 
-def test_this_cpu_is_read_from_proc_cpuinfo():
+SAPPHIRE_RAPIDS = """processor	: 0
+vendor_id	: GenuineIntel
+cpu family	: 6
+model		: 143
+model name	: Intel(R) Xeon(R) Platinum 8480+
+flags		: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8
+
+processor	: 1
+flags		: fpu
+"""
+ZEN3_VM = """processor	: 0
+cpu family	: 25
+model		: 1
+model name	: AMD EPYC Processor
+flags		: fpu sse2 avx2 fma
+"""
+ALDER_LAKE = """processor	: 0
+model name	: 12th Gen Intel(R) Core(TM) i7-1260P
+flags		: avx2 fma avx_vnni
+"""
+
+
+@pytest.mark.parametrize('cpuinfo, name, flags, native_bf16, vnni', [
+    (SAPPHIRE_RAPIDS, 'Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143)',
+     {'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_int8'}, True, True),
+    (ZEN3_VM, 'AMD EPYC Processor (family 25 model 1)', {'avx2', 'fma'}, False, False),
+    (ALDER_LAKE, '12th Gen Intel(R) Core(TM) i7-1260P', {'avx2', 'fma', 'avx_vnni'}, False, True),
+])
+def test_features_are_read_from_the_first_processor_of_cpuinfo(cpuinfo, name, flags,
+                                                               native_bf16, vnni):
+    features = features_from_cpuinfo(cpuinfo)
+    assert (features.name, set(features.flags)) == (name, flags)
+    assert (features.native_bf16, features.vnni) == (native_bf16, vnni)
+
+
+def test_this_cpu_is_described():
     features = cpu_features()
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            flags = set(next(line for line in cpuinfo if line.startswith('flags')).split())
-    except (OSError, StopIteration):
-        pytest.skip('no /proc/cpuinfo flags on this system')
-    assert features.native_bf16 == bool({'avx512_bf16', 'amx_bf16'} & flags)
-    assert features.vnni == bool({'avx512_vnni', 'avx_vnni', 'amx_int8'} & flags)
-    assert features.torch_capability == torch.backends.cpu.get_cpu_capability()
     assert features.name and features.name in features.describe()
+    assert features.torch_capability == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.parametrize('cpu, requested, force, device, expected', [
