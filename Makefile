@@ -11,7 +11,7 @@ demo: env
 	$(PY) tools/demo.py
 
 test: env
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
 
 bench: env
 	$(PY) benchmarks/run.py

@@ -1,7 +1,35 @@
-"""Shared by every test: exported graphs go to one cache per test session, never the user's."""
+"""Shared by every test: one engine cache, one tool environment and one tiny training run per
+test session; the order and threads of a run spread over ``pytest -n`` workers."""
+import collections
+import os
+
 import pytest
+import torch
 
 from deeplabv3_plugin.deploy.artifacts import CACHE_ENV
+
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # `make test` runs one worker per core: each worker, and every tool it starts, on one thread
+    # (OpenMP threads of two processes that outnumber the cores spin against each other).
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """Files with the most slow end-to-end tests first, so that the workers start on the long
+    tool runs and finish on the quick unit tests (``pytest -n`` hands out whole files)."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker('slow'))
+    items.sort(key=lambda item: -slow[item.path])
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny tensors: OpenMP threads only add synchronisation (and stall on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -17,7 +45,7 @@ def engine_cache(tmp_path_factory):
 @pytest.fixture(scope='session')
 def data_env(tmp_path_factory):
     """The environment of tool subprocesses, with a generated 40x40 VOC-layout dataset."""
-    from tools_testutils import make_voc_dataset, tool_env
+    from helpers.tools import make_voc_dataset, tool_env
     return tool_env(make_voc_dataset(str(tmp_path_factory.mktemp('voc'))))
 
 
@@ -28,7 +56,7 @@ def tiny_run(tmp_path_factory, data_env):
     trained checkpoint; tests may add files to ``work_dir``, never change the run's."""
     import os.path as osp
 
-    from tools_testutils import check_ok, run, train_cmd
+    from helpers.tools import check_ok, run, train_cmd
     work_dir = str(tmp_path_factory.mktemp('train'))
     proc = check_ok(run(train_cmd(work_dir), data_env))
     return work_dir, osp.join(work_dir, 'iter_4.pth'), proc.stdout + proc.stderr

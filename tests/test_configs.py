@@ -18,7 +18,6 @@ The expected values come from the table below, written from the paper (PAPER.md)
 configs. Models are cached per structure, so the many test-time variants cost no extra build.
 """
 import copy
-import functools
 import glob
 import os.path as osp
 from typing import Dict, Tuple
@@ -26,24 +25,21 @@ from typing import Dict, Tuple
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.config import Config, ConfigDict
-from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
+from mmengine.config import ConfigDict
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
 from deeplabv3_plugin.cli import enable_tta
 from deeplabv3_plugin.paper.tables import PAPER_TABLES, find_row
 from deeplabv3_plugin.converters.torchvision import convert_state_dict
-from _config_cache import cached_scoped_bases
-from _torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
+from deeplabv3_plugin.models.output_stride import OutputStrideSwitchable
+from helpers.configs import fast_and_scoped  # noqa: F401  (autouse)
+from helpers.configs import (BASE_CHANNELS, INTEROP_CONFIG, REPO, SIZE, load, random_samples,
+                             shrunk_model_cfg, to_bn)
+from helpers.torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAPER_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'deeplabv3', '*.py')))
-INTEROP_CONFIG = osp.join(REPO, 'configs', 'mmseg_interop',
-                          'deeplabv3-plugin_r50-d8_4xb4-20k_voc12aug-512x512.py')
 ALL_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 
 VOC_MS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -51,8 +47,6 @@ CITY_MS = (0.75, 1.0, 1.25)
 CITY_TEST_MS = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 HARD_CLASSES = ('bicycle', 'chair', 'diningtable', 'pottedplant', 'sofa')
-BASE_CHANNELS = 8  # shrunk width: block4 outputs 8 * 8 * 4 = 256 channels
-SIZE = 33
 
 
 # ----------------------------------------------------------------------------- the paper's rows
@@ -176,70 +170,20 @@ def test_expected_geometry_matches_the_papers_examples():
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(scope='module', autouse=True)
-def _fast_and_scoped():
-    """One thread (the CI machine is shared), mmseg scope, cached `mmseg::` base lookups."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    init_default_scope('mmseg')
-    with cached_scoped_bases():
-        yield
-    torch.set_num_threads(threads)
-
-
-@functools.lru_cache(maxsize=None)
-def load(path: str) -> Config:
-    return Config.fromfile(path)
-
-
-def _to_bn(obj):
-    """SyncBN -> BN everywhere (mmengine does the same for non-distributed runs)."""
-    if isinstance(obj, dict):
-        return {k: ('BN' if k == 'type' and v == 'SyncBN' else _to_bn(v)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_bn(v) for v in obj)
-    return obj
-
-
-def _shrunk_model_cfg(model_cfg) -> dict:
-    """The model config with no downloads, plain BN and tiny widths; structure untouched."""
-    plain = model_cfg.to_dict() if hasattr(model_cfg, 'to_dict') else dict(model_cfg)
-    cfg = _to_bn(copy.deepcopy(plain))
-    cfg.pop('pretrained', None)
-    cfg['backbone'].update(base_channels=BASE_CHANNELS, stem_channels=BASE_CHANNELS,
-                           init_cfg=None, pretrained=None)
-    out = BASE_CHANNELS * 8 * (4 if cfg['backbone']['depth'] >= 50 else 1)
-    head = cfg['decode_head']
-    head.update(in_channels=out, channels=out if head['type'] == 'FCNHead' else 16)
-    if cfg.get('auxiliary_head'):
-        cfg['auxiliary_head'].update(in_channels=out // 2, channels=16)
-    return cfg
-
-
 _MODELS: Dict[str, nn.Module] = {}
 
 
 def build_model(model_cfg) -> nn.Module:
     """Build (cached per structure; the test output stride is set on the built model)."""
-    cfg = _shrunk_model_cfg(model_cfg)
+    cfg = shrunk_model_cfg(model_cfg)
     test_os = cfg.pop('test_output_stride', None)
     key = repr(sorted(cfg.items(), key=lambda kv: kv[0]))
     if key not in _MODELS:
         _MODELS[key] = MODELS.build(ConfigDict(cfg))
     model = _MODELS[key]
-    if hasattr(model, 'test_output_stride'):
+    if isinstance(model, OutputStrideSwitchable):
         model.test_output_stride = test_os
     return model
-
-
-def _samples(num, num_classes):
-    samples = []
-    for _ in range(num):
-        sample = SegDataSample(metainfo=dict(img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE),
-                                             pad_shape=(SIZE, SIZE), padding_size=[0, 0, 0, 0]))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, SIZE, SIZE)))
-        samples.append(sample)
-    return samples
 
 
 def run_forward(model: nn.Module, num_classes: int) -> None:
@@ -247,11 +191,11 @@ def run_forward(model: nn.Module, num_classes: int) -> None:
     torch.manual_seed(0)
     inputs = torch.rand(2, 3, SIZE, SIZE)
     model.train()
-    losses = model.loss(inputs, _samples(2, num_classes))
+    losses = model.loss(inputs, random_samples(2, num_classes))
     assert losses and all(torch.isfinite(v).all() for k, v in losses.items() if 'loss' in k)
     model.eval()
     with torch.no_grad():
-        preds = model.predict(inputs, _samples(2, num_classes))
+        preds = model.predict(inputs, random_samples(2, num_classes))
     assert preds[0].pred_sem_seg.shape == (SIZE, SIZE)
     assert preds[0].seg_logits.data.shape[0] == num_classes
 
@@ -458,7 +402,7 @@ def test_tta_variant_builds_as_tools_test_wraps_it():
     """`tools/test.py CFG CKPT --tta` wraps the model in SegTTAModel: that must build."""
     path = [p for p in PAPER_CONFIGS if p.endswith('voc12aug-513x513_eval-os8-ms-flip.py')][0]
     cfg = copy.deepcopy(load(path))
-    cfg.model = ConfigDict(_shrunk_model_cfg(cfg.model))
+    cfg.model = ConfigDict(shrunk_model_cfg(cfg.model))
     enable_tta(cfg)
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'SegTTAModel' and model.module.test_output_stride == 8
@@ -479,7 +423,7 @@ def test_other_configs_load_build_and_forward(path):
     if model_cfg.backbone.type == 'MultiGridResNet':
         model = build_model(model_cfg)
     else:
-        model = MODELS.build(ConfigDict(_to_bn(model_cfg.to_dict())))
+        model = MODELS.build(ConfigDict(to_bn(model_cfg.to_dict())))
     run_forward(model, model.decode_head.num_classes)
     assert isinstance(cfg.randomness['seed'], int), 'a fixed seed, for --resume'
     for head in (model.decode_head, getattr(model, 'auxiliary_head', None)):
@@ -538,7 +482,7 @@ def test_plugin_inside_mmseg_config_builds_and_forwards():
     assert conv_geometry(model.backbone) == expected_geometry(8, 50, (1, 1, 1), 0)
     assert model.decode_head.effective_rates == (12, 24, 36)
     run_forward(model, 21)
-    losses = model.loss(torch.rand(2, 3, SIZE, SIZE), _samples(2, 21))
+    losses = model.loss(torch.rand(2, 3, SIZE, SIZE), random_samples(2, 21))
     assert 'aux.loss_ce' in losses, 'mmseg\'s auxiliary head still trains'
 
 

@@ -76,6 +76,7 @@ def test_wheel_ships_configs_tools_and_model_index(installed):
     assert 'deeplabv3_plugin/paper/tables.yaml' in names  # the paper's numbers
 
 
+@pytest.mark.slow
 def test_mim_train_and_test_by_config_name_from_an_empty_directory(installed):
     python, env, cwd, _ = installed
     data = osp.join(cwd, 'shapes')
@@ -96,6 +97,7 @@ def test_mim_train_and_test_by_config_name_from_an_empty_directory(installed):
     assert 'mIoU' in tested.stdout + tested.stderr
 
 
+@pytest.mark.slow
 def test_host_config_inherits_a_paper_config_by_scope(installed):
     python, env, cwd, _ = installed
     with open(osp.join(cwd, 'host.py'), 'w') as f:

@@ -22,9 +22,9 @@ from mmseg.registry import MODELS, TRANSFORMS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401  (registers the plugin's components)
-# _fast_and_scoped: test_configs' autouse fixture (one thread, mmseg scope, cached bases)
-from test_configs import (INTEROP_CONFIG, REPO, SIZE, _fast_and_scoped, _samples,  # noqa: F401
-                          _shrunk_model_cfg, load)
+from helpers.configs import fast_and_scoped  # noqa: F401  (autouse: one thread, mmseg scope)
+from helpers.configs import (INTEROP_CONFIG, REPO, SIZE, load,
+                             random_samples, shrunk_model_cfg)
 
 PAPER = osp.join(REPO, 'configs', 'deeplabv3',
                  'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py')
@@ -37,7 +37,7 @@ MEAN_BGR = (103.53, 116.28, 123.675)
 
 def fresh_model(path: str, **head):
     """The config's model (tiny widths, plain BN, 33 x 33 canvas), built anew: these tests train."""
-    cfg = _shrunk_model_cfg(load(path).model)
+    cfg = shrunk_model_cfg(load(path).model)
     cfg['data_preprocessor'] = dict(cfg['data_preprocessor'], size=(SIZE, SIZE))
     cfg['decode_head'].update(head)
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def _labels_with_padding(num_classes=21):
 def test_loss_divides_the_batch_sum_by_the_non_ignored_pixels():
     head = fresh_model(PAPER).decode_head
     labels = _labels_with_padding()
-    samples = _samples(2, 21)
+    samples = random_samples(2, 21)
     for sample, label in zip(samples, labels):
         sample.gt_sem_seg.data = label[None]
     logits = torch.randn(2, 21, 5, 5)
@@ -146,7 +146,7 @@ def test_frozen_bn_keeps_statistics_and_trains_gamma_and_beta(path):
     torch.manual_seed(0)
     for _ in range(3):
         data = dict(inputs=[torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8)
-                            for _ in range(2)], data_samples=_samples(2, 21))
+                            for _ in range(2)], data_samples=random_samples(2, 21))
         model.train_step(data, optim)
     moved = 0
     for name, bn in bns.items():

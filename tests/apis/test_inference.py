@@ -19,16 +19,10 @@ from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES
 from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.cpu_features import cpu_features
 
-from _demo_fixture import randomize_bn, tiny_demo_config
+from helpers.demo import randomize_bn, tiny_demo_config
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: OpenMP threads only add synchronisation (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

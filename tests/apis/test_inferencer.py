@@ -16,12 +16,12 @@ from mmseg.datasets import PascalVOCDataset
 from mmseg.registry import INFERENCERS
 from PIL import Image
 
-from _checkpoint_fixture import save_checkpoint
-from _demo_fixture import tiny_demo_config
+from helpers.checkpoints import save_checkpoint
+from helpers.demo import tiny_demo_config
 from deeplabv3_plugin.apis import DeepLabV3Inferencer, inference_model, init_model
 from deeplabv3_plugin.datasets.synthetic_shapes import CLASSES, PALETTE
 from deeplabv3_plugin.cli import enable_tta
-from tools_testutils import TINY_CONFIG, make_voc_dataset
+from helpers.tools import TINY_CONFIG, make_voc_dataset
 
 
 @pytest.fixture(scope='module')
@@ -64,6 +64,7 @@ def test_deeplabv3_inferencer_reads_the_checked_pipelines(images, tmp_path):
     assert INFERENCERS.get('DeepLabV3Inferencer') is DeepLabV3Inferencer
 
 
+@pytest.mark.slow
 def test_deeplabv3_inferencer_multi_scale_flip_on_arrays(images, tmp_path):
     _, paths = images
     cfg = tiny_demo_config()

@@ -2,7 +2,7 @@
 
 The checkpoints are written by a real mmengine Runner and read back through mmengine's own
 loader (the path ``load_from``, ``resume`` and ``tools/test.py`` take). Crafted files are in
-tests/test_checkpoint_attacks.py.
+tests/checkpoint/test_loader_attacks.py.
 """
 import os
 import subprocess
@@ -89,7 +89,7 @@ def _trusted(path):
 def test_mmengine_checkpoint_loads_exactly(mmengine_checkpoint):
     ckpt = _load_checkpoint(mmengine_checkpoint, map_location='cpu')
     assert set(ckpt) >= {'state_dict', 'message_hub', 'optimizer', 'meta'}
-    # the routes drop the config text mmengine would run (tests/test_checkpoint_routes.py)
+    # the routes drop the config text mmengine would run (tests/checkpoint/test_routes.py)
     assert _same(ckpt, inert_meta(_trusted(mmengine_checkpoint)))
     loss = ckpt['message_hub']['log_scalars']['train/loss']
     assert isinstance(loss, HistoryBuffer) and loss.statistics('mean') == loss.mean()
@@ -199,9 +199,10 @@ print('RESULT unchanged')
 '''
 
 
+@pytest.mark.slow
 def test_loading_changes_nothing_in_the_process(mmengine_checkpoint, tmp_path):
     """No class attribute, no torch safe-globals entry of the user's, is touched by a load."""
-    from _pickle_writer import Ops, write_checkpoint
+    from helpers.pickles import Ops, write_checkpoint
     poison = Ops().glob('mmengine.logging.history_buffer', 'HistoryBuffer').empty_tuple().newobj()
     poison.empty_dict().mark().text('statistics_methods').empty_dict().mark().text('__init__')
     poison.glob('__builtin__', 'getattr').mark().glob('mmengine.logging.history_buffer',
@@ -238,6 +239,7 @@ print('ok')
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_users_escape_hatch_still_works(tmp_path):
     """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 is the user's own, explicit decision."""
     path = tmp_path / 'trusted.pth'

@@ -5,19 +5,15 @@ written as a zip, legacy and raw-pickle file, bare and nested in ``meta``/``mess
 loaded in child processes: through mmengine's ``CheckpointLoader`` and through ``tools/test.py``.
 A pass means: no marker file, no signal, and the plugin's ``UnsafeCheckpointError``.
 """
-import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
-from _pickle_writer import FORMS, Ops, in_checkpoint, write_checkpoint
-from tools_testutils import eval_cmd, run
+from helpers.pickles import FORMS, Ops, in_checkpoint, load_in_child, write_checkpoint
+from helpers.tools import eval_cmd, run
 
 HB = ('mmengine.logging.history_buffer', 'HistoryBuffer')
 MA = 'numpy._core.multiarray'
 # The fuzz tool's child mode loads files through CheckpointLoader, one JSON line per file.
-FUZZ = osp.join(osp.dirname(osp.dirname(__file__)), 'tools', 'fuzz_checkpoint_loader.py')
 
 
 def _getattr(owner, name):
@@ -114,18 +110,6 @@ def _payloads(marker: str) -> dict:
     }
 
 
-def _run_children(paths):
-    """Load ``paths`` in a child process; return {path: result}, failing on any signal."""
-    proc = subprocess.run([sys.executable, FUZZ, '--child', *paths], capture_output=True,
-                          text=True, timeout=300)
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
-    started = [r['start'] for r in lines if 'start' in r]
-    assert proc.returncode == 0, (f'the loader process died (status {proc.returncode}) '
-                                  f'loading {started[-1] if started else "?"}: '
-                                  f'{proc.stderr[-2000:]}')
-    return {r['file']: r for r in lines if 'file' in r}
-
-
 @pytest.fixture(scope='module')
 def attack_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('attacks')
@@ -144,7 +128,7 @@ def attack_files(tmp_path_factory):
 
 def test_every_payload_is_refused_in_every_form(attack_files):
     marker, files = attack_files
-    results = _run_children(list(files.values()))
+    results = load_in_child(list(files.values()))
     assert not osp.exists(marker), 'a payload ran'
     wrong = {key: results[path] for key, path in files.items()
              if results[path]['outcome'] != 'UnsafeCheckpointError'
@@ -157,7 +141,7 @@ def test_refusals_name_what_was_refused(attack_files):
     keys = [('os_system', form, 'bare') for form in FORMS] + [
         ('object_dtype_array', 'zip', 'meta'), ('getattr_dunder', 'legacy', 'bare'),
         ('persistent_huge_storage', 'zip', 'bare'), ('build_on_function', 'raw', 'bare')]
-    results = _run_children([files[k] for k in keys])
+    results = load_in_child([files[k] for k in keys])
     expected = ["the global 'os.system'"] * 3 + [
         "numpy dtype 'O'", "getattr(mmengine.logging.history_buffer.HistoryBuffer (a global), "
         "'__init__')", 'more memory than a file of its size can hold',

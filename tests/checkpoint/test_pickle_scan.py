@@ -1,4 +1,5 @@
-"""The scan's bounds (deeplabv3_plugin/checkpoint/pickle_scan.py): crashes, hangs, memory, differences.
+"""The scan's bounds (deeplabv3_plugin/checkpoint/pickle_scan.py): crashes, hangs, memory,
+differences.
 
 Each payload is a small file that crashed, hung, exhausted or fooled a loader before; each is
 written as a zip, legacy and raw-pickle file and loaded in child processes (a crash must fail the
@@ -13,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from _pickle_writer import FORMS, Ops, write_checkpoint
-from test_checkpoint_attacks import FUZZ, _run_children
-from tools_testutils import eval_cmd, run
+from helpers.pickles import FORMS, Ops, write_checkpoint
+from helpers.pickles import FUZZ, load_in_child
+from helpers.tools import eval_cmd, run
 
 MIB = 2**20
 
@@ -183,8 +184,9 @@ def payload_files(tmp_path_factory):
             for name, (ops, _) in PAYLOADS.items() for form in FORMS}
 
 
+@pytest.mark.slow
 def test_every_payload_is_refused_quickly_and_within_memory(payload_files):
-    results, wrong = _run_children(list(payload_files.values())), {}
+    results, wrong = load_in_child(list(payload_files.values())), {}
     for (name, form), path in payload_files.items():
         result, words = results[path], _words(name)
         if form == 'raw' and name == 'counter_stand_in':
@@ -210,7 +212,7 @@ def test_real_checkpoints_load_within_memory(tmp_path):
         torch.save(dict(state_dict=model.state_dict(), meta=meta), path,
                    _use_new_zipfile_serialization=form == 'zip')
         files.append(path)
-    results = _run_children(files)
+    results = load_in_child(files)
     for path in files:
         result = results[path]
         assert result['outcome'] == 'loaded' and result['same'] is True, result
@@ -220,6 +222,7 @@ def test_real_checkpoints_load_within_memory(tmp_path):
 
 @pytest.mark.parametrize('name,form', [('nested_tuple_key', 'zip'), ('tuple_dag', 'legacy'),
                                        ('empty_list_flood', 'zip'), ('growing_storage', 'legacy')])
+@pytest.mark.slow
 def test_tools_refuse_them(payload_files, data_env, tmp_path, name, form):
     """``tools/test.py CONFIG CKPT`` and ``tools/train.py --resume CKPT``: one paragraph, exit 2."""
     path = payload_files[(name, form)]
@@ -234,6 +237,7 @@ def test_tools_refuse_them(payload_files, data_env, tmp_path, name, form):
         assert any(w in proc.stderr for w in _words(name)) and 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_opcode_fuzz_and_differential(tmp_path):
     """Random pickles over all opcodes and mutants of a real checkpoint: each loads or is refused
     cleanly, and what loads is bitwise what torch's own unpickler reads."""

@@ -21,9 +21,9 @@ from functools import partial
 import mmengine
 import pytest
 import torch
-from _pickle_writer import Ops, write_checkpoint
+from helpers.pickles import Ops, write_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
-from tools_testutils import (PYTHON, REPO_ROOT, check_ok, make_voc_dataset, run, tool_env,
+from helpers.tools import (PYTHON, REPO_ROOT, check_ok, make_voc_dataset, run, tool_env,
                              train_cmd)
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the routes under test)
@@ -234,6 +234,7 @@ if __name__ == '__main__':
 '''
 
 
+@pytest.mark.slow
 def test_distributed_ranks_download_once(tmp_path, http_server):
     """Rank 0 downloads while the other rank waits, then it loads rank 0's file (mmengine's
     order), through the safe loader on both."""
@@ -303,6 +304,7 @@ def _with_config_text(source: str, path, marker, gpu_ids: str) -> str:
 
 
 @pytest.mark.parametrize('gpu_ids', ['gpu_ids = [0]', 'gpu_ids = range(0, 2)'])
+@pytest.mark.slow
 def test_resume_never_runs_config_text_but_checks_the_gpu_count(trained, tmp_path, gpu_ids):
     """``tools/train.py --resume CKPT``: the text is not run; its ``gpu_ids`` still reach
     mmengine's check (one GPU id: resumed; two in a one-process run: mmengine's error)."""

@@ -1,7 +1,8 @@
-# A complete but tiny DeepLabV3 training/testing config for the tool tests (tests/test_tools.py,
-# test_distributed.py, test_resume.py): a few-thousand-parameter model, 40x40 images, 4 iterations,
-# so tools/train.py, tools/test.py, torchrun and mim can be run as real subprocesses in seconds.
-# The dataset is a generated VOC-layout folder (tests/tools_testutils.py) whose path comes from the
+# A complete but tiny DeepLabV3 training/testing config for the tool tests (tests/tools/,
+# tests/engine/test_distributed.py, test_resume.py): a few-thousand-parameter model, 40x40 images,
+# 4 iterations, so tools/train.py, tools/test.py, torchrun and mim can be run as real subprocesses
+# in seconds.
+# The dataset is a generated VOC-layout folder (tests/helpers/tools.py) whose path comes from the
 # environment variable DEEPLABV3_TOOLS_DATA (mmengine substitutes {{$VAR:default}} when loading).
 custom_imports = dict(imports=['deeplabv3_plugin', 'deeplabv3_plugin.runtime'],
                       allow_failed_imports=False)

@@ -27,7 +27,7 @@ from deeplabv3_plugin.datasets.samplers import hard_image_index
 from deeplabv3_plugin.datasets.samplers.hard_image_index import resolve_class_indices
 from mmseg.registry import DATA_SAMPLERS, DATASETS
 
-from _voc_fixture import voc_dataset_cfg, write_label, write_voc
+from helpers.voc import voc_dataset_cfg, write_label, write_voc
 
 HARD = ('bicycle', 'chair', 'diningtable', 'pottedplant', 'sofa')
 # Class ids of each generated image (VOC ids: 2 bicycle, 9 chair, 11 diningtable, 16 pottedplant,

@@ -20,12 +20,12 @@ from mmseg.registry import DATASETS, TRANSFORMS
 from PIL import Image
 
 import deeplabv3_plugin  # noqa: F401  (registers the transforms)
-from _checkpoint_fixture import save_checkpoint
-from _demo_fixture import tiny_demo_config
+from helpers.checkpoints import save_checkpoint
+from helpers.demo import tiny_demo_config
 from deeplabv3_plugin.datasets.synthetic_shapes import (CLASSES, PALETTE,
                                                        generate_synthetic_shapes)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 BASE_CFG = osp.join(REPO, 'configs/_base_/datasets/synthetic_shapes.py')
 NAME = 'shapes_train_00002'  # the sample each test breaks
 
@@ -172,6 +172,7 @@ def test_plain_mmseg_inferencer_reads_the_demo_config(tmp_path):
     assert os.listdir(tmp_path / 'out' / 'vis') == ['image.jpg']
 
 
+@pytest.mark.slow
 def test_train_tool_stops_on_a_bad_label_with_one_message(root, tmp_path):
     """The path a user takes: tools/train.py on the demo config, data loaded by worker processes."""
     label = np.array(Image.open(_label(root)))

@@ -16,11 +16,11 @@ from scipy.io import loadmat, savemat
 from scipy.sparse import csc_matrix
 
 from deeplabv3_plugin.datasets.dataset_check import check_label_file, check_tree
-from tools_testutils import load_tool
+from helpers.tools import load_tool
 
 VOC_TOOL, CITYSCAPES_TOOL = load_tool('prepare_voc_aug'), load_tool('prepare_cityscapes')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 VOC_TRAIN, VOC_VAL = ['a', 'b', 'c'], ['d', 'e']
 SBD_TRAIN, SBD_VAL = ['b', 'd', 'f', 'g'], ['h', 'a']
 ALL_NAMES = sorted(set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL))
@@ -94,6 +94,7 @@ def test_aug_lists_follow_mmseg_and_exclude_val():
     assert not set(trainaug) & set(VOC_VAL)
 
 
+@pytest.mark.slow
 def test_prepare_then_check_voc_aug(voc_sbd):
     voc, sbd = voc_sbd
     done = _run('prepare_voc_aug', voc, sbd)

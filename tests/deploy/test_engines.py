@@ -11,12 +11,14 @@ import json
 import os
 import os.path as osp
 import re
+import time
 
 import cv2
 import numpy as np
 import pytest
+from mmengine.logging import MMLogger
 
-from tools_testutils import PYTHON, REPO_ROOT, check_ok, eval_cmd, run
+from helpers.tools import REPO_ROOT, TINY_CONFIG, eval_cmd, load_tool
 
 from deeplabv3_plugin.deploy import engines
 from deeplabv3_plugin.deploy.engines import Engine, choose_engine
@@ -80,31 +82,55 @@ def checkpoint(tiny_run):
     return tiny_run[1]
 
 
-def _evaluate(checkpoint, data_env, tmp_path, name, *flags):
-    """(mIoU, label maps, tool output) of ``tools/test.py`` with ``flags``."""
-    work, out = str(tmp_path / f'work_{name}'), str(tmp_path / f'out_{name}')
-    proc = check_ok(run(eval_cmd(checkpoint, work, '--out', out, *flags), data_env))
-    metrics = sorted(glob.glob(osp.join(work, '*', '*.json')))
-    with open(metrics[-1]) as f:
-        miou = json.load(f)['mIoU']
-    labels = [cv2.imread(p, cv2.IMREAD_UNCHANGED) for p in sorted(glob.glob(out + '/*.png'))]
-    return miou, np.stack(labels), proc.stdout + proc.stderr
+@pytest.fixture
+def eval_tool(data_env, monkeypatch):
+    """``tools/test.py`` imported, for refusals raised before any evaluation starts."""
+    monkeypatch.setenv('DEEPLABV3_TOOLS_DATA', data_env['DEEPLABV3_TOOLS_DATA'])
+    return load_tool('test')
+
+
+def fresh_logger(name: str) -> None:
+    """A new current mmengine logger, writing to this test's captured output: what the tool
+    logs before it builds its runner goes to the current logger, which an earlier test made."""
+    MMLogger.get_instance(f'{__name__}.{name}.{time.monotonic_ns()}', log_level='INFO')
+
+
+@pytest.fixture
+def evaluate(checkpoint, data_env, tmp_path, monkeypatch, capfd):
+    """``evaluate(name, *flags)``: (mIoU, label maps, log) of ``tools/test.py`` with ``flags``,
+    its ``main`` run in this process (tests/tools/ run the tool as a subprocess)."""
+    monkeypatch.setenv('DEEPLABV3_TOOLS_DATA', data_env['DEEPLABV3_TOOLS_DATA'])
+    tool = load_tool('test')
+
+    def run_test(name, *flags):
+        work, out = str(tmp_path / f'work_{name}'), str(tmp_path / f'out_{name}')
+        fresh_logger(name)
+        capfd.readouterr()
+        tool.main(eval_cmd(checkpoint, work, '--out', out, *flags)[2:])
+        log = ''.join(capfd.readouterr())
+        metrics = sorted(glob.glob(osp.join(work, '*', '*.json')))
+        with open(metrics[-1]) as f:
+            miou = json.load(f)['mIoU']
+        labels = [cv2.imread(p, cv2.IMREAD_UNCHANGED) for p in sorted(glob.glob(out + '/*.png'))]
+        return miou, np.stack(labels), log
+
+    return run_test
 
 
 ENGINES = [('onnxruntime', 'fp32'), ('openvino', 'fp32'), ('onnxruntime', 'int8'),
            ('openvino', 'int8')]
 
 
-def test_every_engine_scores_the_config_like_pytorch(checkpoint, data_env, tmp_path):
+@pytest.mark.slow
+def test_every_engine_scores_the_config_like_pytorch(evaluate):
     """Each backend and precision runs the config's dataset, pipeline and metric: float32
     engines give PyTorch's mIoU, int8 agrees on most pixels; the graph is exported once per
     checkpoint and reused, the int8 graph calibrated on the training split."""
-    reference, expected, log = _evaluate(checkpoint, data_env, tmp_path, 'pytorch',
-                                         '--backend', 'pytorch')
+    reference, expected, log = evaluate('pytorch', '--backend', 'pytorch')
     assert 'Inference engine: pytorch fp32' in log
     for backend, precision in ENGINES:
-        miou, labels, log = _evaluate(checkpoint, data_env, tmp_path, backend + precision,
-                                      '--backend', backend, '--precision', precision)
+        miou, labels, log = evaluate(backend + precision, '--backend', backend, '--precision',
+                                     precision)
         assert f'Inference engine: {backend} {precision}' in log
         agreement = (labels == expected).mean()
         if precision == 'fp32':
@@ -116,24 +142,23 @@ def test_every_engine_scores_the_config_like_pytorch(checkpoint, data_env, tmp_p
     assert len(exported) == 1  # one export served both engines and both precisions
     assert len(glob.glob(osp.join(osp.dirname(exported[0]), 'int8-*.onnx'))) == 1
     stamp = os.stat(exported[0]).st_mtime_ns
-    _, _, log = _evaluate(checkpoint, data_env, tmp_path, 'again', '--backend', 'onnxruntime',
-                          '--precision', 'int8')
+    _, _, log = evaluate('again', '--backend', 'onnxruntime', '--precision', 'int8')
     assert 'Exporting' not in log and 'Quantizing' not in log and 'Reusing the cached' in log
     assert os.stat(exported[0]).st_mtime_ns == stamp
 
 
-def test_auto_and_fast_say_what_they_chose(checkpoint, data_env, tmp_path):
-    _, _, log = _evaluate(checkpoint, data_env, tmp_path, 'auto')
+@pytest.mark.slow
+def test_auto_and_fast_say_what_they_chose(evaluate):
+    _, _, log = evaluate('auto')
     assert re.search(r"Inference engine: \w+ fp32 .*CPU kind '[\w-]+'", log)
-    _, _, log = _evaluate(checkpoint, data_env, tmp_path, 'fast', '--fast', '--tta')
+    _, _, log = evaluate('fast', '--fast', '--tta')
     assert re.search(r"Inference engine: \w+ (int8|fp32|bf16) .*measured", log)
 
 
-def test_output_stride_is_part_of_the_exported_graph(checkpoint, data_env, tmp_path):
-    miou16, labels16, _ = _evaluate(checkpoint, data_env, tmp_path, 'os16', '--backend',
-                                    'pytorch', '--output-stride', '8')
-    miou, labels, _ = _evaluate(checkpoint, data_env, tmp_path, 'os8', '--backend', 'openvino',
-                                '--output-stride', '8')
+@pytest.mark.slow
+def test_output_stride_is_part_of_the_exported_graph(evaluate):
+    miou16, labels16, _ = evaluate('os16', '--backend', 'pytorch', '--output-stride', '8')
+    miou, labels, _ = evaluate('os8', '--backend', 'openvino', '--output-stride', '8')
     assert abs(miou - miou16) <= 0.01 and (labels == labels16).mean() >= 0.999
 
 
@@ -142,33 +167,32 @@ def test_output_stride_is_part_of_the_exported_graph(checkpoint, data_env, tmp_p
     (['--backend', 'onnxruntime', '--no-fast'], '--no-fast: options of the PyTorch path'),
     (['--bf16', '--precision', 'int8'], '--bf16 --precision int8: choose one precision'),
 ])
-def test_bad_engine_options_are_refused(checkpoint, data_env, tmp_path, flags, message):
-    proc = run(eval_cmd(checkpoint, str(tmp_path / 'work'), *flags), data_env)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and 'Traceback' not in proc.stderr
+def test_bad_engine_options_are_refused(checkpoint, eval_tool, tmp_path, flags, message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        eval_tool.main(eval_cmd(checkpoint, str(tmp_path / 'work'), *flags)[2:])
 
 
-def test_int8_calibration_without_a_training_split_says_what_to_pass(checkpoint, data_env,
+def test_int8_calibration_without_a_training_split_says_what_to_pass(checkpoint, eval_tool,
                                                                      tmp_path):
-    proc = run(eval_cmd(checkpoint, str(tmp_path / 'work'), '--precision', 'int8', '--backend',
-                        'onnxruntime', '--cfg-options',
-                        'train_dataloader.dataset.ann_file=missing_split.txt'), data_env)
-    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-    assert 'int8 calibration' in proc.stderr and '--calib-dir' in proc.stderr
-    assert 'missing_split.txt' in proc.stderr
+    with pytest.raises(UserInputError, match='int8 calibration') as info:
+        eval_tool.main(eval_cmd(checkpoint, str(tmp_path / 'work'), '--precision', 'int8',
+                                '--backend', 'onnxruntime', '--cfg-options',
+                                'train_dataloader.dataset.ann_file=missing_split.txt')[2:])
+    assert '--calib-dir' in str(info.value) and 'missing_split.txt' in str(info.value)
 
 
-def test_infer_tool_runs_on_every_backend(checkpoint, data_env, tmp_path):
+@pytest.mark.slow
+def test_infer_tool_runs_on_every_backend(checkpoint, data_env, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv('DEEPLABV3_TOOLS_DATA', data_env['DEEPLABV3_TOOLS_DATA'])
     images = sorted(glob.glob(osp.join(data_env['DEEPLABV3_TOOLS_DATA'], 'JPEGImages',
                                        '*.jpg')))[:2]
-    labels = {}
+    tool, labels = load_tool('infer'), {}
     for backend in ('pytorch', 'onnxruntime', 'openvino'):
         out = str(tmp_path / backend)
-        proc = check_ok(run([PYTHON, osp.join(REPO_ROOT, 'tools', 'infer.py'),
-                             osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py'),
-                             checkpoint, *images, '--out', out, '--backend', backend,
-                             '--precision', 'fp32'], data_env))
-        assert f'DeepLabV3Inferencer: {backend} fp32' in proc.stdout + proc.stderr
+        fresh_logger(backend)
+        assert tool.main([TINY_CONFIG, checkpoint, *images, '--out', out, '--backend', backend,
+                          '--precision', 'fp32']) in (None, 0)
+        assert f'DeepLabV3Inferencer: {backend} fp32' in ''.join(capfd.readouterr())
         labels[backend] = np.stack([cv2.imread(p, cv2.IMREAD_UNCHANGED)
                                     for p in sorted(glob.glob(out + '/*_label.png'))])
     assert (labels['onnxruntime'] == labels['pytorch']).mean() >= 0.999

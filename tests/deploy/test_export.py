@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from _torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
-from _torchvision_reference import randomize_
+from helpers.torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
+from helpers.torchvision_reference import randomize_
 from mmengine.config import Config
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
@@ -26,7 +26,7 @@ from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.deploy.export import export_onnx, parse_shape, run_onnxruntime
 from deeplabv3_plugin.converters.torchvision import convert_torchvision_checkpoint
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOOL = osp.join(REPO, 'tools', 'export_onnx.py')
 ASPP_CONFIG = osp.join(REPO, 'configs', '_base_', 'models', 'deeplabv3-aspp_r50.py')
 TV_CONFIG = osp.join(REPO, 'configs', 'torchvision', 'deeplabv3_r50-tv_os8_voc12aug-513x513.py')
@@ -71,6 +71,7 @@ def _option_args(options):
     return [f'{k}={"None" if v is None else v}' for k, v in options.items()]
 
 
+@pytest.mark.slow
 def test_tool_exports_aspp_model_at_output_stride_8(tmp_path):
     """Train-at-16 model exported at OS 8 (--output-stride), checked by the tool and here."""
     model = build_segmentor(ASPP_CONFIG, cfg_options=SMALL_ASPP)
@@ -102,6 +103,7 @@ def test_tool_exports_aspp_model_at_output_stride_8(tmp_path):
         rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_converted_torchvision_model_exports_to_torchvisions_logits(tmp_path):
     """torchvision weights -> plugin checkpoint -> ONNX gives torchvision's logits."""
     source = randomize_(TorchvisionDeepLabV3(50, base_channels=8, head_channels=16), 3).eval()

@@ -1,46 +1,28 @@
-"""The fast inference path: BN folding, channels_last, bf16, FastInferenceModel and its hook.
+"""The fast inference path: BN folding, channels_last, bf16, FastInferenceModel (its hook:
+tests/engine/test_hooks.py).
 
 Correctness only (no timings): every fast variant must predict what the plain model predicts,
 exactly up to float rounding for channels_last and folding, within bf16 precision for bf16,
 and must leave the model being trained (its weights, state_dict, output stride) untouched.
 """
 import copy
-import os.path as osp
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-from mmengine.hooks import Hook
-from mmengine.model import MMDistributedDataParallel, is_model_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import deeplabv3_plugin  # noqa: F401
 from deeplabv3_plugin.deploy.fast_inference import (FastInferenceModel, fold_bn_into_conv,
                                                      fuse_conv_bn, register_conv_bn_pairs)
-from deeplabv3_plugin.engine.hooks import FastInferenceHook
 from deeplabv3_plugin.models.output_stride import set_output_stride
-
-from _demo_fixture import MODEL_SIZE, build_tiny_model, randomize_bn, tiny_demo_config
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: OpenMP threads only add synchronisation (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from helpers.demo import MODEL_SIZE, build_tiny_model, count_bn, randomize_bn
 
 
-def count_bn(model: nn.Module) -> int:
-    return sum(isinstance(m, _BatchNorm) for m in model.modules())
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def make_batch(size: int = MODEL_SIZE, n: int = 1, seed: int = 0) -> dict:
@@ -236,6 +218,7 @@ def test_fast_model_bf16_agrees_with_fp32():
     assert (predict(unfused)[1] == labels).float().mean() >= 0.99
 
 
+@pytest.mark.slow
 def test_fast_model_compiled_predicts_the_same_and_recompiles_for_a_new_stride():
     model = build_tiny_model(output_stride=16)
     fast = FastInferenceModel(model, compile=True)
@@ -261,110 +244,3 @@ def test_fast_model_is_inference_only():
     # the segmentor's attributes are reachable, so mmseg's SegTTAModel and APIs accept it
     assert fast.decode_head is fast.module.decode_head
     assert fast.out_channels == model.out_channels
-
-
-# ---------------------------------------------------------------- FastInferenceHook
-
-
-class _RecordModel(Hook):
-    """Records the model each val/test iteration ran."""
-
-    def __init__(self):
-        self.models = []
-
-    def before_val_iter(self, runner, batch_idx, data_batch=None):
-        self.models.append(runner.model)
-
-    def before_test_iter(self, runner, batch_idx, data_batch=None):
-        self.models.append(runner.model)
-
-
-def test_hook_bad_arguments():
-    with pytest.raises(ValueError, match="loops='val'"):
-        FastInferenceHook(loops='val')
-    with pytest.raises(ValueError, match='loops'):
-        FastInferenceHook(loops=('train', ))
-
-
-def test_hook_runner_test_gives_the_same_metrics(tmp_path):
-    """Runner.test() with the hook runs a fast copy, scores the same, then restores the model."""
-    runner = Runner.from_cfg(tiny_demo_config(str(tmp_path / 'shapes'), str(tmp_path / 'w')))
-    expected = runner.test()
-    original = runner.model
-    recorder = _RecordModel()
-    runner.register_hook(recorder)
-    runner.register_hook(FastInferenceHook(channels_last=True, fuse_bn=True))
-    metrics = runner.test()
-    assert recorder.models and all(isinstance(m, FastInferenceModel) for m in recorder.models)
-    assert runner.model is original
-    assert metrics.keys() == expected.keys()
-    for key in expected:
-        assert metrics[key] == pytest.approx(expected[key], abs=0.01)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def test_hook_unwraps_a_ddp_model_and_puts_the_wrapper_back(tmp_path):
-    """In distributed runs runner.model is a DDP wrapper: the fast copy is made of the segmentor
-    inside it, and the wrapper (which training needs) is what comes back."""
-    runner = Runner.from_cfg(tiny_demo_config(str(tmp_path / 'shapes'), str(tmp_path / 'w')))
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{_free_port()}', rank=0,
-                            world_size=1)
-    try:
-        wrapper = MMDistributedDataParallel(module=runner.model, device_ids=None)
-        runner.model = wrapper
-        recorder = _RecordModel()
-        runner.register_hook(recorder)
-        runner.register_hook(FastInferenceHook())
-        runner.val()
-    finally:
-        dist.destroy_process_group()
-    assert isinstance(recorder.models[0], FastInferenceModel)
-    assert not is_model_wrapper(recorder.models[0].module)
-    assert runner.model is wrapper
-
-
-def test_hook_with_tta_speeds_up_the_wrapped_segmentor(tmp_path):
-    """With --tta the hook wraps the segmentor inside SegTTAModel (here in bf16); the softmax
-    merge of the views gets float32 logits."""
-    cfg = tiny_demo_config(str(tmp_path / 'shapes'), str(tmp_path / 'w'))
-    cfg.tta_pipeline[1].transforms[0] = [
-        dict(type='Resize', scale_factor=s, keep_ratio=True) for s in (0.5, 1.0)]
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    cfg.tta_model.module = cfg.model
-    cfg.model = cfg.tta_model
-    runner = Runner.from_cfg(cfg)
-    expected = runner.test()
-    recorder = _RecordModel()
-    runner.register_hook(recorder)
-    runner.register_hook(FastInferenceHook(bf16=True))
-    metrics = runner.test()
-    assert isinstance(recorder.models[0].module, FastInferenceModel)
-    assert recorder.models[0].module.bf16
-    assert metrics['mIoU'] == pytest.approx(expected['mIoU'], abs=0.5)
-
-
-def test_hook_in_training_keeps_checkpoints_and_model_unfolded(tmp_path):
-    """Enabled from the config: validation during training runs fast, after EMA swapped its
-    weights in; the model that keeps training and the best checkpoint written after validation
-    have every BN."""
-    cfg = tiny_demo_config(str(tmp_path / 'shapes'), str(tmp_path / 'work'))
-    cfg.default_hooks.checkpoint.save_best = 'mIoU'
-    cfg.custom_hooks = [dict(type='EMAHook'), dict(type='FastInferenceHook', fuse_bn=True)]
-    runner = Runner.from_cfg(cfg)
-    recorder = _RecordModel()
-    runner.register_hook(recorder)
-    runner.train()
-    assert recorder.models and all(isinstance(m, FastInferenceModel) for m in recorder.models)
-    assert not isinstance(runner.model, FastInferenceModel)
-    assert count_bn(runner.model) > 0
-    best = [f for f in (tmp_path / 'work').iterdir() if f.name.startswith('best_mIoU')]
-    assert len(best) == 1
-    model = MODELS.build(cfg.model)
-    checkpoint = load_checkpoint(model, str(best[0]), map_location='cpu', strict=True)
-    assert checkpoint['state_dict'].keys() == runner.model.state_dict().keys()
-    assert osp.isfile(tmp_path / 'work' / 'iter_2.pth')

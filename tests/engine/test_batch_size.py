@@ -1,6 +1,6 @@
 """The training batch: the config's total kept by the plugin's tools on any number of processes,
 and TrainingBatchHook's warning inside runs of mmseg's own tools (deeplabv3_plugin.engine
-.batch_size). The 2-process run of a paper config is in test_distributed.py."""
+.batch_size). The 2-process run of a paper config is in engine/test_distributed.py."""
 import copy
 import os.path as osp
 import re
@@ -12,7 +12,7 @@ from mmengine.config import Config
 from deeplabv3_plugin.engine import keep_total_batch, launcher_world_size, split_total_batch
 from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.paper.tables import find_row
-from tools_testutils import (BIN_DIR, PAPER_CONFIG, check_ok, load_tool, make_voc_aug_dataset,
+from helpers.tools import (BIN_DIR, PAPER_CONFIG, check_ok, load_tool, make_voc_aug_dataset,
                              run, tiny_paper_options, tool_env)
 
 
@@ -79,6 +79,7 @@ def test_train_tool_refuses_three_processes_for_a_total_of_16(monkeypatch, tmp_p
         train.main([PAPER_CONFIG, '--launcher', 'pytorch', '--work-dir', str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_mmseg_tools_run_is_warned_when_its_total_is_not_the_paper_rows(tmp_path):
     """`mim train mmseg` reads train_dataloader.batch_size per process and cannot be changed;
     the hook of the _base_ runtime says, from inside the run, that batch 2 is not Table 5's 16."""

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
-from tools_testutils import (PAPER_CONFIG, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok,
+from helpers.tools import (PAPER_CONFIG, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok,
                              make_voc_aug_dataset, make_voc_dataset, run, tiny_paper_options,
                              tool_env, train_cmd)
 
@@ -66,6 +66,7 @@ def test_dist_train_two_cpu_processes(dist_trained):
     assert dumped and "type='CPUSafeDDP'" in open(dumped[0]).read()
 
 
+@pytest.mark.slow
 def test_dist_train_keeps_the_paper_configs_total_batch(tmp_path):
     """The paper's batch is 16 images in all: two processes load 8 each (tiny data and widths
     through --cfg-options; batch, lr and geometry are the config's)."""
@@ -84,6 +85,7 @@ def test_dist_train_keeps_the_paper_configs_total_batch(tmp_path):
     assert cfg.train_dataloader.batch_size == 8 and cfg.batch_size_per_process is True
 
 
+@pytest.mark.slow
 def test_dist_test_two_cpu_processes(dist_trained, dist_env, tmp_path):
     work_dir, _ = dist_trained
     env = dict(dist_env, PORT=_free_port())
@@ -103,6 +105,7 @@ def test_dist_scripts_print_usage():
     assert proc.returncode == 2 and 'usage: bash' in proc.stderr
 
 
+@pytest.mark.slow
 def test_slurm_launcher_on_cpu(dist_env, tmp_path):
     # One srun task, as Slurm describes it: SLURM_* variables, no torchrun variables.
     env = dict(dist_env, SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',

@@ -11,14 +11,16 @@ import signal
 import subprocess
 import time
 
+import pytest
 from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
-from _sample_recorder import read_drawn_samples
-from tools_testutils import REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run, tool_env, train_cmd
+from helpers.samples import read_drawn_samples
+from helpers.tools import (REPO_ROOT, TINY_CONFIG, check_ok, make_voc_dataset, run, tool_env,
+                           train_cmd)
 
-MAX_ITERS = 60
+MAX_ITERS = 24  # a checkpoint every 2: the run is killed after the first, long before its end
 BASE_LR = 0.01  # tools_tiny.py's SGD lr
 SCHEDULE = ['--cfg-options', f'train_cfg.max_iters={MAX_ITERS}',
             f'train_cfg.val_interval={MAX_ITERS}', f'param_scheduler.0.end={MAX_ITERS}',
@@ -47,6 +49,7 @@ def _kill_after_first_checkpoint(cmd, env, timeout=180.0) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_iteration_count(tmp_path):
     env = tool_env(make_voc_dataset(str(tmp_path / 'voc')))
     work_dir = str(tmp_path / 'work')
@@ -62,9 +65,11 @@ def test_killed_run_resumes_to_the_same_iteration_count(tmp_path):
     lrs = _logged_iters(output)
     # Only the iterations after the checkpoint run again, up to the same max_iters.
     assert sorted(lrs) == list(range(interrupted_at + 1, MAX_ITERS + 1))
-    # The poly schedule continues where it stopped: lr(i) = base * (1 - (i - 1) / T) ** 0.9.
+    # The poly schedule continues where it stopped. mmengine's PolyLR steps after each of the T
+    # iterations and reaches eta_min (0) at the last one: lr(i) = base * (1 - (i - 1) / (T - 1))
+    # ** 0.9, which is what an uninterrupted run logs.
     first = interrupted_at + 1
-    expected = BASE_LR * (1 - (first - 1) / MAX_ITERS)**0.9
+    expected = BASE_LR * (1 - (first - 1) / (MAX_ITERS - 1))**0.9
     assert abs(lrs[first] - expected) < 1e-3 * expected, (lrs[first], expected)
 
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
@@ -73,6 +78,7 @@ def test_killed_run_resumes_to_the_same_iteration_count(tmp_path):
     assert _load_checkpoint(final, map_location='cpu')['meta']['iter'] == MAX_ITERS
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_starts_from_the_beginning(tmp_path):
     env = tool_env(make_voc_dataset(str(tmp_path / 'voc')))
     work_dir = str(tmp_path / 'work')
@@ -84,6 +90,7 @@ def test_resume_without_checkpoint_starts_from_the_beginning(tmp_path):
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
 
 
+@pytest.mark.slow
 def test_resumed_bootstrapped_run_draws_the_images_of_the_uninterrupted_run(tmp_path):
     """The sampler is built before ``--resume`` restores the old run's seed, so only a seed fixed
     in the config makes a resumed run draw what the uninterrupted run draws. Every paper config
@@ -98,7 +105,7 @@ def test_resumed_bootstrapped_run_draws_the_images_of_the_uninterrupted_run(tmp_
         [osp.join(REPO_ROOT, 'tests'), env.get('PYTHONPATH', '')])
     config = tmp_path / 'bootstrapped_tiny.py'
     config.write_text(f"""_base_ = [{TINY_CONFIG!r}]
-custom_imports = dict(imports=['deeplabv3_plugin', '_sample_recorder'])
+custom_imports = dict(imports=['deeplabv3_plugin', 'helpers.samples'])
 custom_hooks = [dict(type='RecordDrawnSamplesHook')]
 randomness = dict(seed={seed})
 train_dataloader = dict(sampler=dict(

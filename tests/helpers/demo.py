@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo',
                        'deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py')
 IMAGE_SIZE = 128
@@ -76,3 +76,8 @@ def build_tiny_model(depth: int = 18, stem: str = 'deep', **model_overrides) -> 
     model = MODELS.build(cfg.model)
     model.init_weights()
     return randomize_bn(model).eval()
+
+
+def count_bn(model) -> int:
+    """The batch-norm layers left in ``model`` (folding removes them)."""
+    return sum(isinstance(m, _BatchNorm) for m in model.modules())

@@ -5,10 +5,15 @@
 :func:`write_checkpoint` puts a pickle into a zip checkpoint (torch's default format), a legacy
 (``_use_new_zipfile_serialization=False``) file or a raw pickle file.
 """
+import json
+import os.path as osp
 import pickle
 import struct
+import subprocess
+import sys
 
-from tools_testutils import load_tool
+from . import REPO_ROOT
+from .tools import load_tool
 
 FORMS = ('zip', 'legacy', 'raw')
 
@@ -153,3 +158,18 @@ def write_checkpoint(path: str, pickle_data: bytes, form: str) -> str:
     with open(path, 'wb') as f:
         f.write(checkpoint_bytes(bytes(pickle_data), form))
     return path
+
+
+FUZZ = osp.join(REPO_ROOT, 'tools', 'fuzz_checkpoint_loader.py')
+
+
+def load_in_child(paths):
+    """Load ``paths`` in a child process; return {path: result}, failing on any signal."""
+    proc = subprocess.run([sys.executable, FUZZ, '--child', *paths], capture_output=True,
+                          text=True, timeout=300)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+    started = [r['start'] for r in lines if 'start' in r]
+    assert proc.returncode == 0, (f'the loader process died (status {proc.returncode}) '
+                                  f'loading {started[-1] if started else "?"}: '
+                                  f'{proc.stderr[-2000:]}')
+    return {r['file']: r for r in lines if 'file' in r}

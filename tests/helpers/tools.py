@@ -1,6 +1,6 @@
 """Shared helpers of the tool tests: a tiny generated VOC dataset and running tools as users do.
 
-Used by test_tools.py, test_distributed.py and test_resume.py (not a test module itself).
+Used by the tests of tools/, engine/test_distributed.py, engine/test_resume.py and others.
 """
 import importlib.util
 import os
@@ -10,9 +10,9 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from _voc_fixture import write_voc
+from .voc import write_voc
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py')
 PAPER_CONFIG = osp.join(REPO_ROOT, 'configs', 'deeplabv3',
                         'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py')

@@ -146,7 +146,7 @@ def test_same_outputs_as_mmseg_resnet_with_contraction(output_stride, strides, d
 
 def test_same_outputs_as_torchvision_dilated_resnet():
     """torchvision's ResNet-50 with replace_stride_with_dilation=[False, True, True] (OS 8)."""
-    from _torchvision_reference import ResNet as TorchvisionResNet
+    from helpers.torchvision_reference import ResNet as TorchvisionResNet
 
     reference = randomize_(
         TorchvisionResNet(50, base_channels=8, replace_stride_with_dilation=(False, True, True)))

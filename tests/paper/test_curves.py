@@ -6,7 +6,7 @@ from matplotlib import image as plt_image
 
 from deeplabv3_plugin.paper.curves import (find_scalars, plot_training_curves,
                                                     read_scalars)
-from tools_testutils import check_ok, make_voc_dataset, run, tool_env, train_cmd
+from helpers.tools import check_ok, make_voc_dataset, run, tool_env, train_cmd
 
 
 @pytest.fixture(scope='module')

@@ -17,14 +17,14 @@ import pytest
 from matplotlib import image as plt_image
 from mmengine.config import Config
 
-from _config_cache import cached_scoped_bases
+from helpers.configs import cached_scoped_bases
 from deeplabv3_plugin.cli import enable_tta, set_test_output_stride
 from deeplabv3_plugin.paper.figures import plot_table
 from deeplabv3_plugin.paper.report import best_runs, build_report, find_runs, read_run
 from deeplabv3_plugin.paper.tables import PAPER_TABLES
-from tools_testutils import load_tool
+from helpers.tools import load_tool
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = osp.join(REPO, 'configs', 'deeplabv3')
 BEST = 'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513'
 BLOCK7_R50_OS8 = 'deeplabv3-block7_r50-d8_1xb16-30k_voc12aug-513x513'
@@ -148,6 +148,7 @@ def test_read_run_evaluation_settings_come_from_the_dump(work_dirs):
     assert (run.miou, run.source, run.problem) == (79.10, 'test', '')
 
 
+@pytest.mark.slow
 def test_cli_writes_markdown_and_rejects_bad_arguments(work_dirs, tmp_path, capsys):
     out = str(tmp_path / 'report.md')
     done = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'paper_report.py'),

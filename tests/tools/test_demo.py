@@ -1,7 +1,9 @@
 """tools/demo.py end to end in a tiny mode: generate, train, test (single, MS+flip), overlays.
 
 The run is the same command ``make demo`` runs, shrunk (a few 48-pixel images, two iterations)
-so it checks the wiring, not the accuracy; the accuracy of the full run is in the README.
+so it checks the wiring, not the accuracy; the accuracy of the full run is in the README. One run
+serves every test of the module, and a second one checks that a rerun is identical; refusals are
+checked by calling the tool's ``main`` in this process.
 """
 import json
 import os
@@ -10,7 +12,11 @@ import re
 import subprocess
 import sys
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+import pytest
+
+from helpers.tools import load_tool
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DEMO = osp.join(REPO, 'tools', 'demo.py')
 
 
@@ -20,13 +26,25 @@ def _run(*args, timeout=600):
                           text=True, timeout=timeout, env=env)
 
 
-def test_demo_tiny_end_to_end(tmp_path):
-    work_dir, data_root = tmp_path / 'run', tmp_path / 'data'
-    done = _run('--work-dir', str(work_dir), '--data-root', str(data_root), '--iters', '2',
-                '--num-train', '4', '--num-val', '2', '--image-size', '48', '--seed', '1',
-                '--cfg-options', 'model.backbone.contract_dilation=True')
+def _args(work_dir, data_root):
+    return ('--work-dir', str(work_dir), '--data-root', str(data_root), '--iters', '2',
+            '--num-train', '4', '--num-val', '2', '--image-size', '48', '--seed', '1',
+            '--threads', '1', '--cfg-options', 'model.backbone.contract_dilation=True')
+
+
+@pytest.fixture(scope='module')
+def first_run(tmp_path_factory):
+    """One tiny demo, run as ``make demo`` runs it; the tests below read it, never change it."""
+    root = tmp_path_factory.mktemp('demo')
+    done = _run(*_args(root / 'first', root / 'data'))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
+    return root, done.stdout
+
+
+@pytest.mark.slow
+def test_demo_tiny_end_to_end(first_run):
+    root, out = first_run
+    work_dir, data_root = root / 'first', root / 'data'
     # --cfg-options go into the run's config, which the train and test steps read
     run_config = (work_dir / osp.basename(json.loads(
         (work_dir / 'summary.json').read_text())['config'])).read_text()
@@ -57,40 +75,43 @@ def test_demo_tiny_end_to_end(tmp_path):
     meta = json.loads((data_root / 'synthetic_shapes.json').read_text())
     assert (meta['num_train'], meta['num_val'], meta['seed']) == (4, 2, 1)
 
-    # a second run never writes into the first one's directory
-    again = _run('--work-dir', str(work_dir), '--data-root', str(data_root), '--iters', '2')
-    assert again.returncode == 2
-    assert str(work_dir) in again.stderr and 'not an empty directory' in again.stderr
-    assert 'Traceback' not in again.stderr
-    assert json.loads((work_dir / 'summary.json').read_text()) == summary
+
+def test_demo_never_writes_into_an_earlier_run(first_run):
+    root, _ = first_run
+    work_dir = root / 'first'
+    summary = (work_dir / 'summary.json').read_text()
+    demo = load_tool('demo')
+    with pytest.raises(demo.DemoError,
+                       match=f'{re.escape(str(work_dir))}.*not an empty directory'):
+        demo.main(list(_args(work_dir, root / 'data')))
+    assert (work_dir / 'summary.json').read_text() == summary
 
 
 def test_demo_refuses_a_mistyped_cfg_option(tmp_path):
-    done = _run('--work-dir', str(tmp_path / 'run'), '--data-root', str(tmp_path / 'data'),
-                '--num-train', '2', '--num-val', '1', '--image-size', '48',
-                '--cfg-options', 'model.backbone.multi_gird=(1,2)')
-    assert done.returncode == 2 and 'Traceback' not in done.stderr
-    assert "Did you mean 'model.backbone.multi_grid'?" in done.stderr
+    demo = load_tool('demo')
+    with pytest.raises(demo.DemoError, match=r"Did you mean 'model.backbone.multi_grid'\?"):
+        demo.main([
+            '--work-dir', str(tmp_path / 'run'), '--data-root', str(tmp_path / 'data'),
+            '--num-train', '2', '--num-val', '1', '--image-size', '48', '--cfg-options',
+            'model.backbone.multi_gird=(1,2)'])
     assert not (tmp_path / 'run' / 'train').exists()
 
 
-def test_demo_reruns_with_the_same_thread_count_are_identical(tmp_path):
+@pytest.mark.slow
+def test_demo_reruns_with_the_same_thread_count_are_identical(first_run):
     """The README's claim: a rerun of the demo (same seed, same thread count, which the demo
     fixes per machine) gives the same figures, down to every trained weight."""
     import torch
 
-    runs = []
-    for name in ('first', 'second'):
-        done = _run('--work-dir', str(tmp_path / name), '--data-root', str(tmp_path / 'data'),
-                    '--iters', '3', '--num-train', '4', '--num-val', '2', '--image-size', '48',
-                    '--threads', '2')
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        runs.append(json.loads((tmp_path / name / 'summary.json').read_text()))
-    first, second = runs
+    root, _ = first_run
+    done = _run(*_args(root / 'second', root / 'data'))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first, second = (json.loads((root / name / 'summary.json').read_text())
+                     for name in ('first', 'second'))
     for name in ('single_scale', 'ms_flip'):
         assert first['results'][name]['mIoU'] == second['results'][name]['mIoU']
     weights = [torch.load(run['checkpoint'], map_location='cpu', weights_only=False)['state_dict']
-               for run in runs]
+               for run in (first, second)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 

@@ -1,6 +1,6 @@
 """``tools/infer.py`` as a subprocess: images, a folder, a video, and files it cannot read.
 
-The model is the demo config shrunk (tests/_demo_fixture.py) with a freshly built checkpoint;
+The model is the demo config shrunk (tests/helpers/demo.py) with a freshly built checkpoint;
 images are generated SyntheticShapes pictures, the video is written with OpenCV from them.
 """
 import os
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _checkpoint_fixture import save_checkpoint
-from _demo_fixture import tiny_demo_config
+from helpers.checkpoints import save_checkpoint
+from helpers.demo import tiny_demo_config
 from deeplabv3_plugin.apis import inference_model, init_model
 from deeplabv3_plugin.datasets.synthetic_shapes import (CLASSES, PALETTE,
                                                          generate_synthetic_shapes)
-from tools_testutils import REPO_ROOT, check_ok, tool_env
+from helpers.tools import REPO_ROOT, check_ok, tool_env
 
 INFER = osp.join(REPO_ROOT, 'tools', 'infer.py')
 
@@ -69,6 +69,7 @@ def test_images_folder_and_video_unreadable_files_named_and_skipped(setup):
     np.testing.assert_array_equal(np.array(label), expected)
 
 
+@pytest.mark.slow
 def test_output_stride_and_tta_options(setup):
     root, config, ckpt, images, names = setup
     done = _infer(root, config, ckpt, str(images / names[1]), '--out', 'tta', '--tta',

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the safe checkpoint loader the tools use)
-from tools_testutils import (BIN_DIR, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd,
+from helpers.tools import (BIN_DIR, PYTHON, REPO_ROOT, TINY_CONFIG, check_ok, eval_cmd,
                              load_tool, run, snapshot, train_cmd)
 
 from deeplabv3_plugin.errors import UserInputError
@@ -61,6 +61,7 @@ def test_train_writes_a_loadable_checkpoint(trained):
     assert isinstance(state['state_dict']['decode_head.conv_seg.weight'], torch.Tensor)
 
 
+@pytest.mark.slow
 def test_test_in_the_training_work_dir_overwrites_nothing(trained, data_env):
     work_dir, checkpoint = trained
     before = snapshot(work_dir)
@@ -75,6 +76,7 @@ def test_test_in_the_training_work_dir_overwrites_nothing(trained, data_env):
     assert 'mIoU' in _metrics_json(work_dir)
 
 
+@pytest.mark.slow
 def test_test_tta_and_show_dir(trained, data_env, tmp_path):
     _, checkpoint = trained
     show_dir = str(tmp_path / 'show')
@@ -91,18 +93,21 @@ def test_test_tta_and_show_dir(trained, data_env, tmp_path):
     assert overlay.shape == (40, 80, 3)
 
 
+@pytest.mark.slow
 def test_test_output_stride_and_out(trained, data_env, tmp_path):
     _, checkpoint = trained
     out_dir = str(tmp_path / 'out')
     check_ok(run(eval_cmd(checkpoint, str(tmp_path / 'work'), '--output-stride', '8', '--out',
                           out_dir, '--backend', 'pytorch'), data_env))
     dumped = glob.glob(osp.join(str(tmp_path / 'work'), '*', 'tools_tiny.py'))
-    assert 'test_output_stride=8' in open(dumped[0]).read()  # exported graphs: test_engines.py
+    # (exported graphs at OS 8: deploy/test_engines.py)
+    assert 'test_output_stride=8' in open(dumped[0]).read()
     predictions = sorted(glob.glob(osp.join(out_dir, '*.png')))
     assert [osp.basename(p) for p in predictions] == ['img_004.png', 'img_005.png']
     assert cv2.imread(predictions[0], cv2.IMREAD_UNCHANGED).shape == (40, 40)
 
 
+@pytest.mark.slow
 def test_fast_path_is_default_and_predicts_like_the_plain_path(trained, data_env, tmp_path):
     """On PyTorch tools/test.py runs channels_last + folded BN by default; --no-fast runs the
     model as is (and, with --backend auto, on PyTorch)."""
@@ -186,6 +191,7 @@ def test_checkpoint_of_another_model_is_refused(trained, data_env):
     assert {k: v for k, v in after.items() if k in before} == before
 
 
+@pytest.mark.slow
 def test_failed_resume_keeps_the_checkpoints(trained, data_env):
     work_dir, checkpoint = trained
     before = snapshot(work_dir)
@@ -200,6 +206,7 @@ def test_failed_resume_keeps_the_checkpoints(trained, data_env):
     assert all(k in after for k in before if k.endswith('.log'))
 
 
+@pytest.mark.slow
 def test_mim_train_and_test_with_the_plugin_config(data_env, tmp_path):
     mim = osp.join(BIN_DIR, 'mim')
     assert osp.isfile(mim) or shutil.which('mim'), 'openmim is part of the environment'
@@ -223,6 +230,7 @@ def _dumped_config(run_dir_parent: str) -> str:
     return open(glob.glob(osp.join(run_dir_parent, '*', 'tools_tiny.py'))[0]).read()
 
 
+@pytest.mark.slow
 def test_bf16_flag_runs_bf16_only_where_native(trained, data_env, tmp_path):
     """--bf16 keeps float32 (with the measured cost) on a CPU that emulates bf16;
     --force-bf16 runs it anyway. On a CPU with AVX512-BF16/AMX both run bf16."""
@@ -241,6 +249,7 @@ def test_bf16_flag_runs_bf16_only_where_native(trained, data_env, tmp_path):
         assert re.search(r'mIoU: \d', output)
 
 
+@pytest.mark.slow
 def test_amp_on_the_cpu_trains_bf16_and_resumes_across_the_switch(trained, data_env, tmp_path):
     """--amp on a CPU is bf16 autocast in channels_last (refused where bf16 is emulated, unless
     forced); its checkpoints are float32 with the keys of a float32 run's, so a run resumes
@@ -289,7 +298,8 @@ def test_bf16_optim_wrapper_autocasts_and_keeps_float32_weights():
     wrapper.load_state_dict(dict(state, loss_scaler={'scale': 1.0}))  # a GPU AMP checkpoint
 
 
-def test_int8_export_and_its_miou_through_test_py(trained, data_env, tmp_path):
+@pytest.mark.slow
+def test_int8_export_and_its_miou_through_test_py(trained, data_env, in_process, tmp_path):
     """--int8 writes a QDQ model with dynamic sizes and image pooling; tools/test.py scores an
     .onnx model through the config's dataset and metric, the float32 one as the checkpoint."""
     _, checkpoint = trained
@@ -308,10 +318,10 @@ def test_int8_export_and_its_miou_through_test_py(trained, data_env, tmp_path):
     dims = graph.input[0].type.tensor_type.shape.dim
     assert [bool(d.dim_param) for d in dims] == [True, False, True, True]
     assert any(node.op_type == 'QuantizeLinear' for node in graph.node)
-    miou = {}
+    miou, test_tool = {}, in_process[1]  # scoring an .onnx file: test.py's main in-process
     for name, model in (('pytorch', checkpoint), *files.items()):
         work = str(tmp_path / f'test_{name}')
-        check_ok(run(eval_cmd(model, work), data_env))
+        test_tool.main(eval_cmd(model, work)[2:])
         miou[name] = _metrics_json(work)['mIoU']
     assert miou['fp32'] == pytest.approx(miou['pytorch'], abs=0.01), miou
     assert miou['int8'] == pytest.approx(miou['fp32'], abs=INT8_TINY_TOLERANCE), miou
