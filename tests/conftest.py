@@ -17,10 +17,15 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
 
 
 def pytest_collection_modifyitems(items):
-    """Files with the most slow end-to-end tests first, so that the workers start on the long
-    tool runs and finish on the quick unit tests (``pytest -n`` hands out whole files)."""
-    slow = collections.Counter(item.path for item in items if item.get_closest_marker('slow'))
-    items.sort(key=lambda item: -slow[item.path])
+    """The files with the most seconds of slow end-to-end tests first (``slow(seconds=...)``,
+    else 10 each), so that the workers start on the long tool runs and finish on the quick unit
+    tests: ``pytest -n`` hands out whole files."""
+    weight = collections.Counter()
+    for item in items:
+        marker = item.get_closest_marker('slow')
+        if marker is not None:
+            weight[item.path] += marker.kwargs.get('seconds', 10)
+    items.sort(key=lambda item: -weight[item.path])
 
 
 @pytest.fixture(scope='module')

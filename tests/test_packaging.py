@@ -76,7 +76,7 @@ def test_wheel_ships_configs_tools_and_model_index(installed):
     assert 'deeplabv3_plugin/paper/tables.yaml' in names  # the paper's numbers
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_mim_train_and_test_by_config_name_from_an_empty_directory(installed):
     python, env, cwd, _ = installed
     data = osp.join(cwd, 'shapes')

@@ -49,7 +49,7 @@ def _kill_after_first_checkpoint(cmd, env, timeout=180.0) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_killed_run_resumes_to_the_same_iteration_count(tmp_path):
     env = tool_env(make_voc_dataset(str(tmp_path / 'voc')))
     work_dir = str(tmp_path / 'work')
@@ -90,7 +90,7 @@ def test_resume_without_checkpoint_starts_from_the_beginning(tmp_path):
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_resumed_bootstrapped_run_draws_the_images_of_the_uninterrupted_run(tmp_path):
     """The sampler is built before ``--resume`` restores the old run's seed, so only a seed fixed
     in the config makes a resumed run draw what the uninterrupted run draws. Every paper config

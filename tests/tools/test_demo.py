@@ -41,7 +41,7 @@ def first_run(tmp_path_factory):
     return root, done.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_demo_tiny_end_to_end(first_run):
     root, out = first_run
     work_dir, data_root = root / 'first', root / 'data'
@@ -97,7 +97,7 @@ def test_demo_refuses_a_mistyped_cfg_option(tmp_path):
     assert not (tmp_path / 'run' / 'train').exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_demo_reruns_with_the_same_thread_count_are_identical(first_run):
     """The README's claim: a rerun of the demo (same seed, same thread count, which the demo
     fixes per machine) gives the same figures, down to every trained weight."""
