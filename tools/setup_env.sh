@@ -42,10 +42,8 @@ venv package (Debian/Ubuntu: apt-get install python3.11-venv)."
 fi
 PY="$VENV/bin/python"
 # (pip's notes about unreadable find-links/index locations of the host's pip.conf are dropped.)
-# --no-compile: Python writes the bytecode of the modules it imports on first use, as uv does;
-# compiling every file of torch, scipy, openvino... at install took 23 s of torch's 32 alone.
 pip_install() {
-    "$PY" -m pip install --disable-pip-version-check --no-compile -q -c "$LOCK" "$@" \
+    "$PY" -m pip install --disable-pip-version-check -q -c "$LOCK" "$@" \
         2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 }
 
