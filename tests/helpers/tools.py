@@ -43,7 +43,8 @@ def load_tool(name: str):
 
 def make_voc_dataset(root: str, num_train: int = 4, num_val: int = 2, size: int = 40,
                      seed: int = 0) -> str:
-    """VOC-layout ``train``/``val`` splits (``img_000``...) of random VOC classes; returns ``root``."""
+    """VOC-layout ``train``/``val`` splits (``img_000``...) of random VOC classes; returns
+    ``root``."""
     rng = np.random.default_rng(seed)
     labels = [[0] + rng.integers(1, 21, 2).tolist() for _ in range(num_train + num_val)]
     write_voc(root, labels[:num_train], 'train', size, name_format='img_{:03d}')
