@@ -20,8 +20,8 @@ import zipfile
 import pytest
 
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
+from helpers import REPO_ROOT as REPO
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = 'deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py'
 PAPER = 'deeplabv3/deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py'
 NOT_COPIED = shutil.ignore_patterns('.git', '.venv', 'work_dirs', 'data', 'build', 'dist',

@@ -19,6 +19,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO_ROOT as REPO
 from helpers.torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
 from helpers.torchvision_reference import randomize_
 from mmengine.config import Config
@@ -37,7 +38,6 @@ from deeplabv3_plugin.converters.torchvision import (
     convert_state_dict, convert_torchvision_checkpoint, detect_resnet_depth,
     load_torchvision_state_dict, plugin_to_torchvision_key, torchvision_to_plugin_key)
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIG_DIR = osp.join(REPO, 'configs', 'torchvision')
 R50 = osp.join(CONFIG_DIR, 'deeplabv3_r50-tv_os8_voc12aug-513x513.py')
 R101 = osp.join(CONFIG_DIR, 'deeplabv3_r101-tv_os8_voc12aug-513x513.py')

@@ -20,12 +20,12 @@ from mmseg.registry import DATASETS, TRANSFORMS
 from PIL import Image
 
 import deeplabv3_plugin  # noqa: F401  (registers the transforms)
+from helpers import REPO_ROOT as REPO
 from helpers.checkpoints import save_checkpoint
 from helpers.demo import tiny_demo_config
 from deeplabv3_plugin.datasets.synthetic_shapes import (CLASSES, PALETTE,
                                                        generate_synthetic_shapes)
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 BASE_CFG = osp.join(REPO, 'configs/_base_/datasets/synthetic_shapes.py')
 NAME = 'shapes_train_00002'  # the sample each test breaks
 

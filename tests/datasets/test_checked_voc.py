@@ -15,9 +15,9 @@ import deeplabv3_plugin  # noqa: F401  (registers the datasets)
 from deeplabv3_plugin.datasets import CheckedPascalVOCDataset
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
 from deeplabv3_plugin.errors import UserInputError
+from helpers import REPO_ROOT as REPO
 from helpers.tools import load_tool
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 BASE_CFG = osp.join(REPO, 'configs/_base_/datasets/synthetic_shapes.py')
 
 

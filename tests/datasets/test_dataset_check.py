@@ -16,11 +16,11 @@ from scipy.io import loadmat, savemat
 from scipy.sparse import csc_matrix
 
 from deeplabv3_plugin.datasets.dataset_check import check_label_file, check_tree
+from helpers import REPO_ROOT as REPO
 from helpers.tools import load_tool
 
 VOC_TOOL, CITYSCAPES_TOOL = load_tool('prepare_voc_aug'), load_tool('prepare_cityscapes')
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 VOC_TRAIN, VOC_VAL = ['a', 'b', 'c'], ['d', 'e']
 SBD_TRAIN, SBD_VAL = ['b', 'd', 'f', 'g'], ['h', 'a']
 ALL_NAMES = sorted(set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL))

@@ -17,9 +17,9 @@ from deeplabv3_plugin.datasets.shapes_drawing import render_sample
 from deeplabv3_plugin.datasets.synthetic_shapes import (CLASSES, META_FILE, PALETTE,
                                                         SyntheticShapesDataset,
                                                         generate_synthetic_shapes)
+from helpers import REPO_ROOT as REPO
 from helpers.tools import load_tool
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 BASE_CFG = osp.join(REPO, 'configs/_base_/datasets/synthetic_shapes.py')
 
 

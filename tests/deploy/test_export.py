@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import REPO_ROOT as REPO
 from helpers.torchvision_reference import DeepLabV3 as TorchvisionDeepLabV3
 from helpers.torchvision_reference import randomize_
 from mmengine.config import Config
@@ -26,7 +27,6 @@ from deeplabv3_plugin.errors import UserInputError
 from deeplabv3_plugin.deploy.export import export_onnx, parse_shape, run_onnxruntime
 from deeplabv3_plugin.converters.torchvision import convert_torchvision_checkpoint
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOOL = osp.join(REPO, 'tools', 'export_onnx.py')
 ASPP_CONFIG = osp.join(REPO, 'configs', '_base_', 'models', 'deeplabv3-aspp_r50.py')
 TV_CONFIG = osp.join(REPO, 'configs', 'torchvision', 'deeplabv3_r50-tv_os8_voc12aug-513x513.py')

@@ -16,7 +16,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from deeplabv3_plugin.datasets.synthetic_shapes import generate_synthetic_shapes
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+from . import REPO_ROOT as REPO
+
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo',
                        'deeplabv3_r18-d16-mg12_1xb8-1k_synthetic-shapes-128x128.py')
 IMAGE_SIZE = 128

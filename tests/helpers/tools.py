@@ -16,9 +16,9 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from . import REPO_ROOT
 from .voc import write_voc
 
-REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TINY_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs', 'tools_tiny.py')
 PAPER_CONFIG = osp.join(REPO_ROOT, 'configs', 'deeplabv3',
                         'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513.py')

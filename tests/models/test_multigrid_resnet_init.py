@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from helpers import REPO_ROOT as REPO
 from helpers.torchvision_reference import ResNet as TorchvisionResNet
 from helpers.torchvision_reference import randomize_
 from mmengine.config import Config
@@ -26,7 +27,6 @@ from mmseg.registry import MODELS
 
 import deeplabv3_plugin.runtime  # noqa: F401  (the model bases have no custom_imports; torchvision://)
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 MODELS_DIR = osp.join(REPO, 'configs', '_base_', 'models')
 ASPP_R50 = osp.join(MODELS_DIR, 'deeplabv3-aspp_r50.py')
 ASPP_R101 = osp.join(MODELS_DIR, 'deeplabv3-aspp_r101.py')

@@ -11,9 +11,9 @@ import sys
 
 import yaml
 
+from helpers import REPO_ROOT as REPO
 from helpers.tools import load_tool
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 METAFILE = osp.join(REPO, 'configs', 'deeplabv3', 'metafile.yaml')
 BEST = 'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513'
 

@@ -17,6 +17,7 @@ import pytest
 from matplotlib import image as plt_image
 from mmengine.config import Config
 
+from helpers import REPO_ROOT as REPO
 from helpers.configs import cached_scoped_bases
 from deeplabv3_plugin.cli import enable_tta, set_test_output_stride
 from deeplabv3_plugin.paper.figures import plot_table
@@ -24,7 +25,6 @@ from deeplabv3_plugin.paper.report import best_runs, build_report, find_runs, re
 from deeplabv3_plugin.paper.tables import PAPER_TABLES
 from helpers.tools import load_tool
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = osp.join(REPO, 'configs', 'deeplabv3')
 BEST = 'deeplabv3-aspp_r101-d16-mg124_1xb16-30k_voc12aug-513x513'
 BLOCK7_R50_OS8 = 'deeplabv3-block7_r50-d8_1xb16-30k_voc12aug-513x513'

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
+from helpers import REPO_ROOT as REPO
 from helpers.tools import load_tool
 
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DEMO = osp.join(REPO, 'tools', 'demo.py')
 
 
